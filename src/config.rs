@@ -1,0 +1,1 @@
+//! Node configuration: embedded defaults, a TOML file, `STARLING_*` environment overrides and flags.

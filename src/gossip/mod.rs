@@ -1,0 +1,1 @@
+//! Gossip: SWIM/Lifeguard membership and the authenticated datagram format, as sans-IO state machines.

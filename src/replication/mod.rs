@@ -1,0 +1,1 @@
+//! Replication: hybrid logical clocks, rumor dissemination, anti-entropy and write acks (sans-IO).

@@ -1,0 +1,1 @@
+//! The glommio runtime: one pinned executor per core, cross-shard channels, sockets and files.

@@ -1,0 +1,1 @@
+//! `starling-storage`: the per-core LSM engine of a Starling shard.
