@@ -1,0 +1,674 @@
+//! The per-shard replication state machine: dissemination, anti-entropy and write acks.
+//!
+//! Sans-IO in the quinn-proto manner: the runtime (or the simulator) calls [`Replicator::tick`],
+//! [`Replicator::write`], [`Replicator::receive`], [`Replicator::applied`] and
+//! [`Replicator::fetched`] with the current time, then drains [`Replicator::actions`] and
+//! performs them (send a datagram body, apply a batch to storage, pull entries over a transfer
+//! stream, answer a client). Nothing in here reads a clock, a socket or the OS RNG; the only
+//! randomness is a `SmallRng` seeded by the caller.
+//!
+//! Path of a client `SET` (after the runtime's local group commit): [`Replicator::write`] →
+//! next tick: packed into a batch and held with the whole ring as its arc →
+//! `Dissemination::tick` splits the arc among `fanout` children → `Action::Send` (RUMOR) →
+//! a child's [`Replicator::receive`] → `Action::Apply` of the newer entries → [`Replicator::applied`]
+//! (durable) → RUMOR_ACK to the parent and the child holds the batch for its own arc.
+//!
+//! **Invariants:** an entry is handed to storage only if it is newer than the stored version
+//! at receive time (storage re-checks); a hop ack is sent only after the batch is durable;
+//! every emitted body is at most [`BODY_BYTES_MAX`] bytes.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::anti_entropy;
+use super::dissemination::{Dissemination, DisseminationConfig};
+use super::store::Store;
+use super::types::{Entry, NodeId, Peer, PeerInfo, partition_of, ring_position};
+use super::wire::{
+    Arc, BODY_BYTES_MAX, DELEGATION_HEADER_BYTES, DecodeError, Delegation, Message, Payload,
+    WireEntry,
+};
+
+/// Largest inline entry in a rumor: one delegation with one entry must fit a body.
+pub const RUMOR_ENTRY_BYTES_MAX: usize = BODY_BYTES_MAX - 1 - DELEGATION_HEADER_BYTES;
+
+/// Configuration of one shard's replicator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Partitions in the cluster (`P`, DESIGN §3).
+    pub partitions: u16,
+    /// Shards of this node (`S`).
+    pub shards: u16,
+    /// This shard's index (`0..S`).
+    pub shard: u16,
+    /// Anti-entropy: every partition syncs with one random peer this often.
+    pub sync_interval_ms: u64,
+    /// Dissemination tuning.
+    pub dissemination: DisseminationConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            partitions: 256,
+            shards: 1,
+            shard: 0,
+            sync_interval_ms: 30_000,
+            dissemination: DisseminationConfig::default(),
+        }
+    }
+}
+
+/// How a client write is acknowledged.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// After the local group commit (the runtime answers; the replicator only disseminates).
+    Local,
+    /// After `peers` peers report the entry durable, or [`Action::AckTimeout`] after
+    /// `timeout_ms` (the write itself is kept either way).
+    Peers {
+        /// Caller's id for the write, echoed in the resulting action.
+        write_id: u64,
+        /// Peers that must report the entry durable.
+        peers: usize,
+        /// How long to wait.
+        timeout_ms: u64,
+    },
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a replication body (kind in 0x40..=0x7F) to a peer's shard.
+    Send {
+        /// Destination.
+        to: Peer,
+        /// Message kind for the datagram header.
+        kind: u8,
+        /// The body, at most [`BODY_BYTES_MAX`] bytes.
+        body: Vec<u8>,
+    },
+    /// Apply these entries version-aware and durably, then call [`Replicator::applied`].
+    Apply {
+        /// Echo in `applied`.
+        token: u64,
+        /// The entries (all were newer than the stored versions when emitted).
+        entries: Vec<Entry>,
+    },
+    /// Pull these keys' current entries from `from` over a transfer stream, then call
+    /// [`Replicator::fetched`] (with whatever arrived; an empty list on failure).
+    Fetch {
+        /// Echo in `fetched`.
+        token: u64,
+        /// The peer that announced them.
+        from: Peer,
+        /// Keys to pull.
+        keys: Vec<Vec<u8>>,
+    },
+    /// An `Ack::Peers` write reached its peer count.
+    Acked {
+        /// The write.
+        write_id: u64,
+    },
+    /// An `Ack::Peers` write timed out (it stays written and keeps replicating).
+    AckTimeout {
+        /// The write.
+        write_id: u64,
+        /// How many peers had acked.
+        acked_peers: usize,
+    },
+}
+
+/// Storage and membership as the replicator sees them during one call.
+#[derive(Copy, Clone)]
+pub struct Context<'a> {
+    /// The shard's storage (reads only).
+    pub store: &'a dyn Store,
+    /// Live peers, sorted by `(ring, node)`, without this node (see `types::sort_view`).
+    pub view: &'a [PeerInfo],
+}
+
+/// Counters for metrics and the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Received entries handed to storage because they were newer.
+    pub entries_applied: u64,
+    /// Received entries that were not newer: no disk write.
+    pub entries_duplicate: u64,
+    /// Received entries of partitions this shard does not own (stale routing).
+    pub entries_misrouted: u64,
+    /// Entries too large to announce in a datagram (left to bulk resync).
+    pub entries_too_large: u64,
+    /// Fetch actions emitted.
+    pub fetches: u64,
+    /// Anti-entropy rounds started.
+    pub sync_rounds: u64,
+    /// Digest requests answered "equal".
+    pub sync_equal: u64,
+    /// Entries shipped by anti-entropy.
+    pub sync_entries_sent: u64,
+    /// `Ack::Peers` writes acked.
+    pub writes_acked: u64,
+    /// `Ack::Peers` writes timed out.
+    pub writes_timed_out: u64,
+}
+
+#[derive(Debug)]
+struct LocalWrite {
+    entry: Entry,
+    ack: Ack,
+}
+
+#[derive(Debug)]
+struct Wait {
+    write_id: u64,
+    batch: u64,
+    peers: usize,
+    acked: Vec<NodeId>,
+    deadline_ms: u64,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    Rumor {
+        from: Peer,
+        delegations: Vec<Delegation>,
+    },
+    Sync,
+}
+
+#[derive(Debug)]
+struct Pending {
+    purpose: Purpose,
+    inline: Vec<Entry>,
+}
+
+/// One shard's replication state machine.
+pub struct Replicator {
+    config: Config,
+    me: NodeId,
+    rng: SmallRng,
+    dissemination: Dissemination,
+    fresh: Vec<LocalWrite>,
+    waits: Vec<Wait>,
+    pending: BTreeMap<u64, Pending>,
+    token_next: u64,
+    owned: Vec<u16>,
+    sync_cursor: usize,
+    sync_credit: u64,
+    last_tick_ms: Option<u64>,
+    actions: Vec<Action>,
+    stats: Stats,
+}
+
+impl Replicator {
+    /// A replicator for shard `config.shard` of node `me`, with its RNG seeded by `seed`.
+    pub fn new(config: Config, me: NodeId, seed: u64) -> Replicator {
+        assert!(
+            config.partitions > 0 && config.shards > 0,
+            "partitions and shards >= 1"
+        );
+        assert!(config.shard < config.shards, "shard index out of range");
+        assert!(
+            config.sync_interval_ms > 0,
+            "sync interval must be positive"
+        );
+        let owned = (0..config.partitions)
+            .filter(|p| p % config.shards == config.shard)
+            .collect();
+        let dissemination = Dissemination::new(config.dissemination.clone(), config.partitions);
+        Replicator {
+            config,
+            me,
+            rng: SmallRng::seed_from_u64(seed),
+            dissemination,
+            fresh: Vec::new(),
+            waits: Vec::new(),
+            pending: BTreeMap::new(),
+            token_next: 0,
+            owned,
+            sync_cursor: 0,
+            sync_credit: 0,
+            last_tick_ms: None,
+            actions: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Dissemination state (counters, held batches).
+    pub fn dissemination(&self) -> &Dissemination {
+        &self.dissemination
+    }
+
+    /// The actions produced so far, in order; the caller performs them.
+    pub fn actions(&mut self) -> std::vec::Drain<'_, Action> {
+        self.actions.drain(..)
+    }
+
+    /// Whether this shard owns `partition`.
+    pub fn owns(&self, partition: u16) -> bool {
+        partition % self.config.shards == self.config.shard
+    }
+
+    /// A client write that is already durable locally: disseminate it from the next tick on.
+    pub fn write(&mut self, now_ms: u64, entry: Entry, ack: Ack) {
+        assert!(
+            self.owns(partition_of(&entry.key, self.config.partitions)),
+            "write on wrong shard"
+        );
+        if let Ack::Peers { peers, .. } = ack {
+            assert!(peers >= 1, "ack = peers:k needs k >= 1");
+        }
+        let _ = now_ms;
+        self.fresh.push(LocalWrite { entry, ack });
+    }
+
+    /// The periodic step: new batches, forwarding, retransmits, ack timeouts, anti-entropy.
+    pub fn tick(&mut self, now_ms: u64, context: Context<'_>) {
+        self.start_batches(now_ms);
+        let position = ring_position(self.me);
+        let sends = self
+            .dissemination
+            .tick(now_ms, context.view, position, &mut self.rng);
+        self.pack_rumors(sends);
+        self.expire_waits(now_ms);
+        self.anti_entropy_tick(now_ms, context);
+    }
+
+    fn start_batches(&mut self, now_ms: u64) {
+        // Everyone but us: the ring minus our own position.
+        let position = ring_position(self.me);
+        let whole_ring = Arc {
+            lo: position.wrapping_add(1),
+            hi: position,
+        };
+        let mut shared: Vec<WireEntry> = Vec::new();
+        let mut shared_bytes = 0;
+        for write in std::mem::take(&mut self.fresh) {
+            let wire = WireEntry::from_entry(&write.entry, RUMOR_ENTRY_BYTES_MAX);
+            let len = wire.encoded_len();
+            if len > RUMOR_ENTRY_BYTES_MAX {
+                self.stats.entries_too_large += 1;
+                continue;
+            }
+            if let Ack::Peers {
+                write_id,
+                peers,
+                timeout_ms,
+            } = write.ack
+            {
+                // Its own batch, so a batch ack means exactly this write.
+                let batch = self.rng.random::<u64>();
+                self.dissemination.hold(batch, whole_ring, vec![wire]);
+                let deadline_ms = now_ms + timeout_ms;
+                self.waits.push(Wait {
+                    write_id,
+                    batch,
+                    peers,
+                    acked: Vec::new(),
+                    deadline_ms,
+                });
+                continue;
+            }
+            if shared_bytes + len > RUMOR_ENTRY_BYTES_MAX {
+                let batch = self.rng.random::<u64>();
+                self.dissemination
+                    .hold(batch, whole_ring, std::mem::take(&mut shared));
+                shared_bytes = 0;
+            }
+            shared_bytes += len;
+            shared.push(wire);
+        }
+        if !shared.is_empty() {
+            let batch = self.rng.random::<u64>();
+            self.dissemination.hold(batch, whole_ring, shared);
+        }
+    }
+
+    /// Packs delegations per destination into as few RUMOR bodies as fit.
+    fn pack_rumors(&mut self, mut sends: Vec<(Peer, Delegation)>) {
+        sends.sort_by_key(|(to, _)| *to);
+        let mut index = 0;
+        while index < sends.len() {
+            let to = sends[index].0;
+            let mut batch = Vec::new();
+            let mut bytes = 1;
+            while index < sends.len() && sends[index].0 == to {
+                let len = sends[index].1.encoded_len();
+                if !batch.is_empty() && (bytes + len > BODY_BYTES_MAX || batch.len() == 255) {
+                    break;
+                }
+                bytes += len;
+                batch.push(sends[index].1.clone());
+                index += 1;
+            }
+            self.send(to, &Message::Rumor(batch));
+        }
+    }
+
+    fn send(&mut self, to: Peer, message: &Message) {
+        let body = message.to_bytes();
+        assert!(
+            body.len() <= BODY_BYTES_MAX,
+            "body of {} bytes exceeds the budget",
+            body.len()
+        );
+        self.actions.push(Action::Send {
+            to,
+            kind: message.kind(),
+            body,
+        });
+    }
+
+    fn expire_waits(&mut self, now_ms: u64) {
+        let (expired, waiting): (Vec<Wait>, Vec<Wait>) = std::mem::take(&mut self.waits)
+            .into_iter()
+            .partition(|w| w.deadline_ms <= now_ms);
+        self.waits = waiting;
+        for wait in expired {
+            self.stats.writes_timed_out += 1;
+            let acked_peers = wait.acked.len();
+            self.actions.push(Action::AckTimeout {
+                write_id: wait.write_id,
+                acked_peers,
+            });
+        }
+    }
+
+    fn anti_entropy_tick(&mut self, now_ms: u64, context: Context<'_>) {
+        let elapsed_ms = now_ms.saturating_sub(self.last_tick_ms.unwrap_or(now_ms));
+        self.last_tick_ms = Some(now_ms);
+        // Spread the partitions' rounds evenly over the interval instead of bursting.
+        self.sync_credit += elapsed_ms * self.owned.len() as u64;
+        let rounds_max = self.owned.len() as u64 * self.config.sync_interval_ms;
+        self.sync_credit = self.sync_credit.min(rounds_max);
+        while self.sync_credit >= self.config.sync_interval_ms && !context.view.is_empty() {
+            self.sync_credit -= self.config.sync_interval_ms;
+            let partition = self.owned[self.sync_cursor % self.owned.len()];
+            self.sync_cursor += 1;
+            let peer = context.view[self.rng.random_range(0..context.view.len())];
+            let to = Peer {
+                node: peer.node,
+                shard: peer.owner_shard(partition),
+            };
+            let digest = anti_entropy::digest(context.store, partition);
+            self.stats.sync_rounds += 1;
+            self.send(to, &Message::SyncDigest { partition, digest });
+        }
+    }
+
+    /// A replication body from `from`; malformed bodies are rejected (count them) and change
+    /// nothing.
+    pub fn receive(
+        &mut self,
+        now_ms: u64,
+        from: Peer,
+        kind: u8,
+        body: &[u8],
+        context: Context<'_>,
+    ) -> Result<(), DecodeError> {
+        match Message::decode(kind, body)? {
+            Message::Rumor(delegations) => self.on_rumor(now_ms, from, delegations, context),
+            Message::RumorAck(batches) => self.on_rumor_ack(from, &batches),
+            Message::SyncDigest { partition, digest } => {
+                if self.owned_or_count(partition)
+                    && anti_entropy::digest(context.store, partition) != digest
+                {
+                    for page in anti_entropy::element_pages(context.store, partition) {
+                        self.send(from, &page);
+                    }
+                } else {
+                    self.stats.sync_equal += 1;
+                }
+            }
+            Message::SyncElements {
+                partition,
+                lo,
+                hi,
+                elements,
+            } => {
+                if self.owned_or_count(partition) {
+                    let store = context.store;
+                    let (ours, need) =
+                        anti_entropy::compare_page(store, partition, lo, hi, &elements);
+                    self.ship(from, partition, &ours);
+                    for message in anti_entropy::need_messages(partition, &need) {
+                        self.send(from, &message);
+                    }
+                }
+            }
+            Message::SyncNeed {
+                partition,
+                elements,
+            } => {
+                if self.owned_or_count(partition) {
+                    let entries = anti_entropy::entries_for(context.store, partition, &elements);
+                    self.ship(from, partition, &entries);
+                }
+            }
+            Message::SyncEntries { partition, entries } => {
+                if self.owned_or_count(partition) {
+                    self.on_sync_entries(from, entries, context);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn owned_or_count(&mut self, partition: u16) -> bool {
+        let owned = partition < self.config.partitions && self.owns(partition);
+        if !owned {
+            self.stats.entries_misrouted += 1;
+        }
+        owned
+    }
+
+    fn ship(&mut self, to: Peer, partition: u16, entries: &[Entry]) {
+        self.stats.sync_entries_sent += entries.len() as u64;
+        for message in anti_entropy::entry_messages(partition, entries, RUMOR_ENTRY_BYTES_MAX) {
+            self.send(to, &message);
+        }
+    }
+
+    fn on_rumor_ack(&mut self, from: Peer, batches: &[u64]) {
+        self.dissemination.acked(from, batches);
+        let mut index = 0;
+        while index < self.waits.len() {
+            let wait = &mut self.waits[index];
+            if batches.contains(&wait.batch) && !wait.acked.contains(&from.node) {
+                wait.acked.push(from.node);
+            }
+            if wait.acked.len() >= wait.peers {
+                let write_id = wait.write_id;
+                self.waits.swap_remove(index);
+                self.stats.writes_acked += 1;
+                self.actions.push(Action::Acked { write_id });
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    fn on_rumor(
+        &mut self,
+        now_ms: u64,
+        from: Peer,
+        delegations: Vec<Delegation>,
+        context: Context<'_>,
+    ) {
+        let mut ack_now = Vec::new();
+        let mut fresh = Vec::new();
+        for mut delegation in delegations {
+            if !self
+                .dissemination
+                .first_sight(now_ms, delegation.batch, delegation.arc)
+            {
+                // A retransmission: ack unless the first copy is still being made durable.
+                if !self.batch_pending(delegation.batch) {
+                    ack_now.push(delegation.batch);
+                }
+                continue;
+            }
+            let partitions = self.config.partitions;
+            let before = delegation.entries.len();
+            delegation
+                .entries
+                .retain(|e| self.owns(partition_of(&e.key, partitions)));
+            self.stats.entries_misrouted += (before - delegation.entries.len()) as u64;
+            fresh.push(delegation);
+        }
+        if !ack_now.is_empty() {
+            self.send(from, &Message::RumorAck(ack_now));
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let entries: Vec<WireEntry> = fresh
+            .iter()
+            .flat_map(|d| d.entries.iter().cloned())
+            .collect();
+        self.absorb(
+            from,
+            Purpose::Rumor {
+                from,
+                delegations: fresh,
+            },
+            entries,
+            context,
+        );
+    }
+
+    fn batch_pending(&self, batch: u64) -> bool {
+        self.pending.values().any(|pending| match &pending.purpose {
+            Purpose::Rumor { delegations, .. } => delegations.iter().any(|d| d.batch == batch),
+            Purpose::Sync => false,
+        })
+    }
+
+    fn on_sync_entries(&mut self, from: Peer, entries: Vec<WireEntry>, context: Context<'_>) {
+        self.absorb(from, Purpose::Sync, entries, context);
+    }
+
+    /// Splits received entries into duplicates, inline newer ones and announced newer ones,
+    /// then applies (after fetching, if needed) or finishes at once.
+    fn absorb(
+        &mut self,
+        from: Peer,
+        purpose: Purpose,
+        entries: Vec<WireEntry>,
+        context: Context<'_>,
+    ) {
+        let mut inline = Vec::new();
+        let mut fetch = Vec::new();
+        for wire in entries {
+            let newer = context
+                .store
+                .version(&wire.key)
+                .is_none_or(|stored| stored < wire.version);
+            if !newer {
+                self.stats.entries_duplicate += 1;
+                continue;
+            }
+            match wire.to_entry() {
+                Some(entry) => inline.push(entry),
+                None => fetch.push(wire.key),
+            }
+        }
+        if inline.is_empty() && fetch.is_empty() {
+            self.finish(purpose, context);
+            return;
+        }
+        let token = self.token_next;
+        self.token_next += 1;
+        if fetch.is_empty() {
+            self.actions.push(Action::Apply {
+                token,
+                entries: inline,
+            });
+            self.pending.insert(
+                token,
+                Pending {
+                    purpose,
+                    inline: Vec::new(),
+                },
+            );
+        } else {
+            self.stats.fetches += 1;
+            self.actions.push(Action::Fetch {
+                token,
+                from,
+                keys: fetch,
+            });
+            self.pending.insert(token, Pending { purpose, inline });
+        }
+    }
+
+    /// The result of an [`Action::Fetch`]: the entries that arrived (possibly none).
+    pub fn fetched(&mut self, now_ms: u64, token: u64, entries: Vec<Entry>, context: Context<'_>) {
+        let _ = now_ms;
+        let Some(mut pending) = self.pending.remove(&token) else {
+            return;
+        };
+        for entry in entries {
+            let newer = context
+                .store
+                .version(&entry.key)
+                .is_none_or(|stored| stored < entry.version);
+            let owned = self.owns(partition_of(&entry.key, self.config.partitions));
+            if newer && owned {
+                pending.inline.push(entry);
+            }
+        }
+        if pending.inline.is_empty() {
+            self.finish(pending.purpose, context);
+            return;
+        }
+        let entries = std::mem::take(&mut pending.inline);
+        self.actions.push(Action::Apply { token, entries });
+        self.pending.insert(token, pending);
+    }
+
+    /// The result of an [`Action::Apply`], once durable: per entry, whether it was newer.
+    pub fn applied(&mut self, now_ms: u64, token: u64, newer: &[bool], context: Context<'_>) {
+        let _ = now_ms;
+        let Some(pending) = self.pending.remove(&token) else {
+            return;
+        };
+        let written = newer.iter().filter(|&&newer| newer).count() as u64;
+        self.stats.entries_applied += written;
+        self.stats.entries_duplicate += newer.len() as u64 - written;
+        self.finish(pending.purpose, context);
+    }
+
+    /// Durable: ack the parent and take on the batches for their arcs.
+    fn finish(&mut self, purpose: Purpose, context: Context<'_>) {
+        let Purpose::Rumor { from, delegations } = purpose else {
+            return;
+        };
+        let batches: Vec<u64> = delegations.iter().map(|d| d.batch).collect();
+        self.send(from, &Message::RumorAck(batches));
+        for mut delegation in delegations {
+            // Pass on only what this shard holds at least as new (a failed fetch is not).
+            delegation.entries.retain(|wire| {
+                context
+                    .store
+                    .version(&wire.key)
+                    .is_some_and(|stored| stored >= wire.version)
+            });
+            self.dissemination
+                .hold(delegation.batch, delegation.arc, delegation.entries);
+        }
+    }
+}
+
+/// Whether a payload is announced-only (used by callers that serve fetches).
+pub fn is_announced(wire: &WireEntry) -> bool {
+    matches!(wire.payload, Payload::Announced { .. })
+}
