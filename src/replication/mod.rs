@@ -1,1 +1,3 @@
 //! Replication: hybrid logical clocks, rumor dissemination, anti-entropy and write acks (sans-IO).
+
+pub mod hlc;
