@@ -1,4 +1,6 @@
 //! Criterion benches for set reconciliation: the sketch-update kernels and decoding.
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use starling::reconcile::decode;
@@ -22,7 +24,7 @@ fn kernels(c: &mut Criterion) {
         let mut values = vec![1u64; LEAF_POINTS];
         group.bench_function(kernel.name(), |bench| {
             bench.iter(|| {
-                kernel.multiply_linear_factors(&mut values, sample_points(), black_box(&batch))
+                kernel.multiply_linear_factors(&mut values, sample_points(), black_box(&batch));
             });
         });
     }
