@@ -12,3 +12,14 @@ pub mod gossip;
 pub mod reconcile;
 pub mod replication;
 pub mod runtime;
+
+/// A temporary directory for unit tests, under the crate's `target/` (a real disk filesystem,
+/// unlike a tmpfs `/tmp`, so O_DIRECT works).
+#[cfg(test)]
+pub(crate) fn test_tempdir() -> tempfile::TempDir {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("unit-tmp");
+    std::fs::create_dir_all(&base).expect("create target/unit-tmp");
+    tempfile::tempdir_in(base).expect("tempdir")
+}

@@ -1,5 +1,90 @@
 //! The `starling` binary: parses the command line and calls into the library.
 
-fn main() -> anyhow::Result<()> {
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Starling: a leaderless, replicated metadata store that speaks the Redis protocol.
+///
+/// `starling serve` with no arguments runs a node with data in ./starling-data, clients on
+/// 127.0.0.1:7379 (try `redis-cli -p 7379`) and the admin HTTP port on 127.0.0.1:7380.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "STARLING_LOG_JSON")]
+    log_json: bool,
+    /// Log filter, e.g. `info` or `starling=debug` (RUST_LOG syntax).
+    #[arg(long, global = true, env = "STARLING_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default). Flags override `STARLING_*` variables, which override the
+    /// config file, which overrides the built-in defaults.
+    Serve(starling::config::Overrides),
+    /// Print a running node's state (JSON) from its admin port.
+    Status {
+        /// The node's admin address.
+        #[arg(long, env = "STARLING_ADMIN_ADDR", default_value = "127.0.0.1:7380")]
+        admin_addr: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json, &cli.log);
+    let result = match cli
+        .command
+        .unwrap_or(Command::Serve(starling::config::Overrides::default()))
+    {
+        Command::Serve(overrides) => serve(&overrides),
+        Command::Status { admin_addr } => status(admin_addr),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(overrides: &starling::config::Overrides) -> anyhow::Result<()> {
+    let config = starling::config::Config::resolve(overrides)?;
+    starling::runtime::serve(config)?;
     Ok(())
+}
+
+fn status(admin_addr: SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (code, body) = starling::api::admin::get(admin_addr, "/info").with_context(|| {
+        format!("cannot reach the admin port at {admin_addr}: is the node running? (--admin-addr)")
+    })?;
+    anyhow::ensure!(
+        code == 200,
+        "the node at {admin_addr} answered {code}: {body}"
+    );
+    print!("{body}");
+    Ok(())
+}
+
+fn init_logging(json: bool, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

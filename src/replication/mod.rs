@@ -1,4 +1,4 @@
-//! Replication: rumor dissemination, anti-entropy and write acks, as a sans-IO state machine
+//! Replication: hybrid logical clocks ([`hlc`]), rumor dissemination, anti-entropy and write acks, as a sans-IO state machine
 //! per shard ([`replicator::Replicator`]), plus the message codec ([`wire`]) and the tombstone
 //! GC / resync decision ([`gc`]).
 //!
@@ -8,6 +8,7 @@
 pub mod anti_entropy;
 pub mod dissemination;
 pub mod gc;
+pub mod hlc;
 pub mod replicator;
 pub mod ring;
 pub mod store;

@@ -1,0 +1,503 @@
+//! Deterministic mini-cluster tests: N `Membership` instances exchanging real sealed datagrams
+//! (wire + replay checks included) through an in-memory lossy network on a virtual clock.
+//! Every test prints its seed on failure through the assertion messages.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::codec::{Update, encode_section};
+use super::*;
+use crate::gossip::replay::ReplayGuard;
+use crate::gossip::wire::{Keyring, Opener, Sealer};
+
+const CLUSTER: u64 = 0xC1;
+
+struct Node {
+    membership: Membership,
+    sealer: Sealer,
+    opener: Opener,
+    replay: ReplayGuard,
+    crashed: bool,
+    events: Vec<(u64, MemberEvent)>,
+}
+
+/// (deliver at, order, to, from, datagram).
+type InFlight = Reverse<(u64, u64, usize, SocketAddr, Vec<u8>)>;
+
+struct Cluster {
+    nodes: Vec<Node>,
+    by_addr: HashMap<SocketAddr, usize>,
+    network: BinaryHeap<InFlight>,
+    rng: SmallRng,
+    loss: f64,
+    /// Extra one-way latency per node (a "slow" node).
+    latency_extra_ms: HashMap<usize, u64>,
+    now: u64,
+    sent: u64,
+    seed: u64,
+}
+
+fn addr(index: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (index / 250) as u8, (index % 250) as u8 + 1], 7946))
+}
+
+fn node_id(index: usize) -> NodeId {
+    1_000 + index as u64
+}
+
+impl Cluster {
+    fn new(count: usize, loss: f64, seed: u64) -> Self {
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            network: BinaryHeap::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            loss,
+            latency_extra_ms: HashMap::new(),
+            now: 0,
+            sent: 0,
+            seed,
+        };
+        for index in 0..count {
+            cluster.add_node(index, 0);
+        }
+        cluster
+    }
+
+    fn add_node(&mut self, index: usize, epoch: u64) {
+        let me = LocalNode {
+            id: node_id(index),
+            addr: addr(index),
+            shards: 2,
+            partitions: 256,
+        };
+        let membership = Membership::new(
+            me,
+            Config::default(),
+            self.seed ^ (index as u64) << 8 ^ epoch,
+            self.now,
+        );
+        let keyring = Keyring::new(1, [3; 32]);
+        let node = Node {
+            membership,
+            sealer: Sealer::new(CLUSTER, me.id, 0, epoch, keyring.clone()),
+            opener: Opener {
+                cluster_id: CLUSTER,
+                keyring,
+            },
+            replay: ReplayGuard::new(1_024),
+            crashed: false,
+            events: Vec::new(),
+        };
+        if index < self.nodes.len() {
+            self.nodes[index] = node;
+        } else {
+            self.nodes.push(node);
+        }
+        self.by_addr.insert(me.addr, index);
+    }
+
+    fn join_all(&mut self, seeds: &[usize]) {
+        let seed_addrs: Vec<SocketAddr> = seeds.iter().map(|&index| addr(index)).collect();
+        for index in 0..self.nodes.len() {
+            self.nodes[index].membership.join(&seed_addrs, self.now);
+            self.drain(index);
+        }
+    }
+
+    fn drain(&mut self, index: usize) {
+        while let Some(transmit) = self.nodes[index].membership.poll_transmit() {
+            let mut datagram = Vec::new();
+            let sealed =
+                self.nodes[index]
+                    .sealer
+                    .seal(transmit.kind, &transmit.body, &mut datagram);
+            assert!(
+                sealed.is_ok(),
+                "seed {}: membership body must fit a datagram",
+                self.seed
+            );
+            self.send(index, transmit.to, datagram);
+        }
+        let now = self.now;
+        while let Some(event) = self.nodes[index].membership.poll_event() {
+            self.nodes[index].events.push((now, event));
+        }
+    }
+
+    fn send(&mut self, from: usize, to: SocketAddr, datagram: Vec<u8>) {
+        let Some(&target) = self.by_addr.get(&to) else {
+            return;
+        };
+        if self.rng.random_bool(self.loss) {
+            return;
+        }
+        let extra = self.latency_extra_ms.get(&from).copied().unwrap_or(0)
+            + self.latency_extra_ms.get(&target).copied().unwrap_or(0);
+        let at = self.now + self.rng.random_range(1..=3) + extra;
+        self.sent += 1;
+        self.network
+            .push(Reverse((at, self.sent, target, addr(from), datagram)));
+    }
+
+    fn deliver(&mut self, to: usize, from: SocketAddr, datagram: &[u8]) {
+        let now = self.now;
+        let node = &mut self.nodes[to];
+        if node.crashed {
+            return;
+        }
+        let opened = node.opener.open(datagram);
+        let Ok((header, body)) = opened else {
+            panic!("seed {}: honest datagram rejected: {opened:?}", self.seed);
+        };
+        assert!(
+            node.replay.accept(&header).is_ok(),
+            "seed {}: no duplicates in this network",
+            self.seed
+        );
+        let handled = node
+            .membership
+            .handle_datagram(from, header.kind(), body, now);
+        assert!(
+            handled.is_ok(),
+            "seed {}: own encoder output must decode: {handled:?}",
+            self.seed
+        );
+        self.drain(to);
+    }
+
+    /// Advances the virtual clock to `until`, delivering datagrams and firing timers in order.
+    fn run_until(&mut self, until: u64) {
+        loop {
+            let next_timer = (0..self.nodes.len())
+                .filter(|&index| !self.nodes[index].crashed)
+                .filter_map(|index| self.nodes[index].membership.poll_timeout())
+                .min();
+            let next_datagram = self.network.peek().map(|Reverse(entry)| entry.0);
+            let Some(next) = [next_timer, next_datagram].into_iter().flatten().min() else {
+                break;
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            while let Some(Reverse(entry)) = self.network.peek()
+                && entry.0 <= self.now
+            {
+                let Some(Reverse((_, _, to, from, datagram))) = self.network.pop() else {
+                    break;
+                };
+                self.deliver(to, from, &datagram);
+            }
+            for index in 0..self.nodes.len() {
+                let due = self.nodes[index]
+                    .membership
+                    .poll_timeout()
+                    .is_some_and(|at| at <= self.now);
+                if !self.nodes[index].crashed && due {
+                    self.nodes[index].membership.handle_timeout(self.now);
+                    self.drain(index);
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn state_seen_by(&self, observer: usize, subject: usize) -> Option<MemberState> {
+        self.nodes[observer]
+            .membership
+            .member(node_id(subject))
+            .map(|member| member.state)
+    }
+
+    fn all_see(&self, subject: usize, state: MemberState) -> bool {
+        (0..self.nodes.len())
+            .filter(|&index| index != subject && !self.nodes[index].crashed)
+            .all(|index| self.state_seen_by(index, subject) == Some(state))
+    }
+
+    fn all_converged_alive(&self) -> bool {
+        let live = self.nodes.iter().filter(|node| !node.crashed).count();
+        self.nodes.iter().filter(|node| !node.crashed).all(|node| {
+            node.membership.live_count() == live - 1
+                && node
+                    .membership
+                    .live_members()
+                    .all(|member| member.state == MemberState::Alive)
+        })
+    }
+
+    /// Runs in 100 ms steps until `done` holds or `limit_ms` passes; returns the time taken.
+    fn run_until_true(&mut self, limit_ms: u64, done: impl Fn(&Self) -> bool) -> Option<u64> {
+        let start = self.now;
+        while self.now < start + limit_ms {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            self.run_until(self.now + 100);
+        }
+        done(self).then_some(self.now - start)
+    }
+
+    fn deaths_of(&self, subject: usize) -> usize {
+        self.nodes
+            .iter()
+            .flat_map(|node| node.events.iter())
+            .filter(|(_, event)| matches!(event, MemberEvent::Died(member) if member.id == node_id(subject)))
+            .count()
+    }
+
+    fn converged(count: usize, loss: f64, seed: u64) -> Self {
+        let mut cluster = Self::new(count, loss, seed);
+        cluster.join_all(&[0, 1]);
+        let took = cluster.run_until_true(20_000, Self::all_converged_alive);
+        assert!(
+            took.is_some(),
+            "seed {seed}: {count} nodes did not converge to all-alive in 20 s"
+        );
+        cluster
+    }
+}
+
+#[test]
+fn cluster_of_five_converges_through_one_seed() {
+    let mut cluster = Cluster::new(5, 0.0, 1);
+    cluster.join_all(&[0]);
+    let took = cluster.run_until_true(5_000, Cluster::all_converged_alive);
+    assert!(
+        took.is_some(),
+        "seed 1: 5 nodes did not converge within 5 s"
+    );
+    for node in &cluster.nodes {
+        let joined = node
+            .events
+            .iter()
+            .filter(|(_, event)| matches!(event, MemberEvent::Joined(_)))
+            .count();
+        assert_eq!(joined, 4, "each node saw each other node join exactly once");
+    }
+}
+
+#[test]
+fn cluster_of_fifty_converges_with_loss() {
+    let cluster = Cluster::converged(50, 0.01, 2);
+    assert!(
+        cluster
+            .nodes
+            .iter()
+            .all(|node| node.membership.members().count() == 49)
+    );
+}
+
+#[test]
+fn crashed_node_is_declared_dead_by_all_within_bound() {
+    for seed in [3, 4] {
+        let mut cluster = Cluster::converged(40, 0.01, seed);
+        cluster.run_until(cluster.now + 5_000);
+        cluster.nodes[7].crashed = true;
+        let took = cluster.run_until_true(10_000, |cluster| cluster.all_see(7, MemberState::Dead));
+        let took = took.unwrap_or(u64::MAX);
+        eprintln!(
+            "seed {seed}: detected by all after {took} ms, {} datagrams",
+            cluster.sent
+        );
+        assert!(
+            took <= 5_000,
+            "seed {seed}: crash detected by all after {took} ms, bound 5,000 ms"
+        );
+        assert_eq!(
+            cluster.deaths_of(7),
+            39,
+            "seed {seed}: every live node reports the death once"
+        );
+        let others_dead: usize = (0..40)
+            .filter(|&index| index != 7)
+            .map(|index| cluster.deaths_of(index))
+            .sum();
+        assert_eq!(others_dead, 0, "seed {seed}: no false positives");
+    }
+}
+
+#[test]
+fn lossy_and_slow_nodes_are_not_declared_dead_over_a_long_run() {
+    let seed = 5;
+    let mut cluster = Cluster::converged(20, 0.10, seed);
+    // One node is slow on top of the 10 % loss everywhere: 40 ms more each way.
+    cluster.latency_extra_ms.insert(3, 40);
+    cluster.run_until(cluster.now + 15 * 60 * 1_000);
+    eprintln!(
+        "long run: {} datagrams, stats {:?}",
+        cluster.sent,
+        cluster.nodes[0].membership.stats()
+    );
+    let deaths: usize = (0..20).map(|index| cluster.deaths_of(index)).sum();
+    assert_eq!(
+        deaths, 0,
+        "seed {seed}: healthy nodes declared dead at 10 % loss in 15 minutes"
+    );
+    let suspicions: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| node.membership.stats().suspicions_started)
+        .sum();
+    let refutations: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| node.membership.stats().refutations)
+        .sum();
+    // Not an exact figure: proves the run exercised suspicion and refutation at all.
+    assert!(
+        suspicions > 0 && refutations > 0,
+        "seed {seed}: {suspicions} suspicions, {refutations} refutations"
+    );
+    // At 10 % loss someone may be briefly suspect at any instant, but nobody is lost.
+    let all_live = cluster
+        .nodes
+        .iter()
+        .all(|node| node.membership.live_count() == 19);
+    assert!(
+        all_live,
+        "seed {seed}: every node still counts 19 live peers at the end"
+    );
+}
+
+#[test]
+fn false_suspicion_is_refuted() {
+    let seed = 6;
+    let mut cluster = Cluster::converged(10, 0.0, seed);
+    let subject = 4;
+    let before = cluster.nodes[subject].membership.local().incarnation;
+    let current = *cluster.nodes[0]
+        .membership
+        .member(node_id(subject))
+        .expect("known after convergence");
+    let suspect = Member {
+        state: MemberState::Suspect,
+        ..current
+    };
+    let mut section = Vec::new();
+    encode_section(
+        &[Update {
+            member: suspect,
+            origin: node_id(0),
+        }],
+        &mut section,
+    );
+    let now = cluster.now;
+    assert!(cluster.nodes[0].membership.absorb(&section, now).is_ok());
+    assert_eq!(
+        cluster.state_seen_by(0, subject),
+        Some(MemberState::Suspect)
+    );
+    cluster.drain(0);
+    let took = cluster.run_until_true(5_000, |cluster| {
+        cluster.all_see(subject, MemberState::Alive)
+            && cluster.nodes[0]
+                .membership
+                .member(node_id(subject))
+                .is_some_and(|m| m.incarnation > before)
+    });
+    assert!(
+        took.is_some(),
+        "seed {seed}: suspicion not refuted within 5 s"
+    );
+    assert!(cluster.nodes[subject].membership.local().incarnation > before);
+    assert_eq!(
+        cluster.deaths_of(subject),
+        0,
+        "seed {seed}: refuted before anyone declared it dead"
+    );
+    let recovered = cluster.nodes[0].events.iter().any(
+        |(_, event)| matches!(event, MemberEvent::Recovered(member) if member.id == node_id(subject)),
+    );
+    assert!(recovered, "seed {seed}: observer reports the recovery");
+}
+
+#[test]
+fn graceful_leave_is_seen_as_left() {
+    let seed = 7;
+    let mut cluster = Cluster::converged(12, 0.01, seed);
+    let now = cluster.now;
+    cluster.nodes[5].membership.leave(now);
+    cluster.drain(5);
+    let took = cluster.run_until_true(5_000, |cluster| cluster.all_see(5, MemberState::Left));
+    assert!(
+        took.is_some(),
+        "seed {seed}: leave not seen by all within 5 s"
+    );
+    assert_eq!(
+        cluster.deaths_of(5),
+        0,
+        "seed {seed}: a departed node is not reported dead"
+    );
+    cluster.run_until(cluster.now + 2_000);
+    assert!(cluster.nodes[5].membership.has_left());
+    assert_eq!(
+        cluster.nodes[5].membership.poll_timeout(),
+        None,
+        "quiet after leaving"
+    );
+    assert!(
+        cluster.all_see(5, MemberState::Left)
+            || (0..12).all(|i| i == 5 || cluster.state_seen_by(i, 5).is_none())
+    );
+}
+
+#[test]
+fn late_joiner_and_restarted_node_are_learned() {
+    let seed = 8;
+    let mut cluster = Cluster::converged(15, 0.01, seed);
+    // A node restarts (new epoch, incarnation 0) while others still have it alive at a higher
+    // incarnation or dead: it must refute its old record and be seen alive again.
+    cluster.nodes[2].crashed = true;
+    let dead = cluster.run_until_true(10_000, |cluster| cluster.all_see(2, MemberState::Dead));
+    assert!(dead.is_some(), "seed {seed}: crash not detected");
+    cluster.add_node(2, 1);
+    cluster.nodes[2].membership.join(&[addr(9)], cluster.now);
+    cluster.drain(2);
+    // And a brand-new node joins through a different seed.
+    cluster.add_node(15, 0);
+    cluster.nodes[15].membership.join(&[addr(11)], cluster.now);
+    cluster.drain(15);
+    let took = cluster.run_until_true(10_000, Cluster::all_converged_alive);
+    assert!(
+        took.is_some(),
+        "seed {seed}: restarted and new nodes not converged within 10 s"
+    );
+    let recovered = cluster.nodes[0].events.iter().any(
+        |(_, event)| matches!(event, MemberEvent::Recovered(member) if member.id == node_id(2)),
+    );
+    assert!(recovered, "seed {seed}: the restart shows as Recovered");
+}
+
+#[test]
+fn state_machine_is_deterministic_per_seed() {
+    let run = |seed| {
+        let mut cluster = Cluster::new(8, 0.05, seed);
+        cluster.join_all(&[0]);
+        cluster.run_until(10_000);
+        (
+            cluster.sent,
+            cluster
+                .nodes
+                .iter()
+                .map(|node| node.events.len())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(run(9), run(9));
+}
+
+#[test]
+fn memory_per_member_is_small() {
+    // Slot (record + timestamp) + index entry + probe-order entry, excluding allocator slack.
+    let slot = size_of::<Slot>();
+    let index_entry = size_of::<(NodeId, usize)>() + 1;
+    let probe_entry = size_of::<NodeId>();
+    let total = slot + index_entry + probe_entry;
+    assert!(total <= 112, "{total} bytes per member (slot {slot})");
+}

@@ -1,0 +1,345 @@
+//! From two sketches to the two set differences (RECONCILE.md §4–§6).
+//!
+//! Input: the ratios `f_i = χ_A(i) / χ_B(i)` at the consecutive sample points `i = 1..=m` and
+//! `δ = |A| − |B|`. The last [`HOLD_BACK`] points are kept out of the reconstruction and used to
+//! verify it. Steps, all O(m²) except root finding:
+//! 1. Newton interpolation of `L` through the first `m' = m − HOLD_BACK` ratios;
+//! 2. extended Euclid on `(M, L)`, `M = Π (z − z_i)`, stopped at the first remainder of degree
+//!    ≤ a = ⌊(m' − 1 + δ)/2⌋ (rational reconstruction, von zur Gathen & Gerhard §5.7);
+//! 3. checks: both polynomials monic after scaling, degrees consistent with δ, coprime, equal
+//!    to the held-back ratios, and each splits into distinct linear factors (z^p ≡ z mod P);
+//! 4. roots by Cantor–Zassenhaus, reusing the z^((p−1)/2) computed for the check in step 3.
+//!
+//! **Invariant:** `decode` either returns the true differences or an error. A wrong pair passes
+//! when the rational function through the first m' points also matches each held-back point
+//! (probability ≈ (d_A + d_B)/p each, heuristically for hash-random elements, so ≈ 2^−100 for
+//! two points and m ≤ 128) and in addition splits completely into distinct roots that are all
+//! valid elements; the session adds membership checks on top (roots of Q must be our elements).
+
+use super::element::FIRST_ELEMENT;
+use super::field::{self, P};
+use super::poly::{self, Modulus, Poly};
+
+/// Sample points held back from the reconstruction for verification.
+pub const HOLD_BACK: usize = 2;
+
+/// Why a decode was refused. Every variant means "send more points or split the range".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer points than the size difference alone requires.
+    #[error("{points} points cannot hold a size difference of {delta}")]
+    TooFewPoints {
+        /// Points available.
+        points: usize,
+        /// |A| − |B|.
+        delta: i64,
+    },
+    /// Rational reconstruction found no pair of the required degrees.
+    #[error("no rational function of the expected degrees fits the points")]
+    Reconstruction,
+    /// The reconstruction disagrees with a held-back point.
+    #[error("the reconstruction disagrees with held-back point {point}")]
+    Verification {
+        /// The sample point that disagreed.
+        point: u64,
+    },
+    /// A polynomial does not split into distinct linear factors over F_p.
+    #[error("a difference polynomial has repeated or non-linear factors")]
+    NotSplit,
+    /// A root is not a valid element (it lies among the sample points).
+    #[error("a root {root} is not a valid element")]
+    InvalidRoot {
+        /// The offending root.
+        root: u64,
+    },
+    /// Root finding did not separate the roots within its attempt budget.
+    #[error("root finding gave up")]
+    RootFinding,
+}
+
+/// The two differences: roots of the numerator (in A, not in B) and of the denominator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Difference {
+    /// Elements of A \ B (A's sketch is the numerator).
+    pub only_in_numerator: Vec<u64>,
+    /// Elements of B \ A.
+    pub only_in_denominator: Vec<u64>,
+}
+
+/// Decodes the differences from `ratios[i] = χ_A(i + 1) / χ_B(i + 1)` and `δ = |A| − |B|`.
+pub fn decode(ratios: &[u64], delta: i64) -> Result<Difference, DecodeError> {
+    let (numerator, denominator) = reconstruct(ratios, delta)?;
+    Ok(Difference {
+        only_in_numerator: split_roots(&numerator)?,
+        only_in_denominator: split_roots(&denominator)?,
+    })
+}
+
+/// Steps 1–3 without root finding: the monic numerator and denominator, verified at the
+/// held-back points.
+pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeError> {
+    let too_few = DecodeError::TooFewPoints {
+        points: ratios.len(),
+        delta,
+    };
+    let fitted = ratios
+        .len()
+        .checked_sub(HOLD_BACK)
+        .filter(|&n| n >= 1)
+        .ok_or(too_few)?;
+    if delta.unsigned_abs() > fitted as u64 - 1 {
+        return Err(too_few);
+    }
+    let mut inverses: Vec<u64> = (1..=fitted as u64).collect();
+    field::batch_invert(&mut inverses);
+    inverses.insert(0, 0);
+    let interpolant = poly::interpolate_consecutive(&ratios[..fitted], &inverses);
+    let points: Vec<u64> = (1..=fitted as u64).collect();
+    let vanishing = poly::from_roots(&points);
+    // a + b = m' − 1 and a − b ≡ δ; deg P ≤ a, deg Q ≤ b.
+    let numerator_max = ((fitted as i64 - 1 + delta) / 2) as usize;
+    let denominator_max = fitted - 1 - numerator_max;
+    let (remainder, cofactor) = half_gcd_by_euclid(vanishing, interpolant, numerator_max);
+    let (numerator, denominator) = normalise(&remainder, &cofactor, denominator_max, delta)?;
+    for (i, &ratio) in ratios.iter().enumerate().skip(fitted) {
+        let point = i as u64 + 1;
+        if poly::eval(&numerator, point) != field::mul(ratio, poly::eval(&denominator, point)) {
+            return Err(DecodeError::Verification { point });
+        }
+    }
+    if poly::gcd(&numerator, &denominator).len() != 1 {
+        return Err(DecodeError::Reconstruction);
+    }
+    Ok((numerator, denominator))
+}
+
+/// Extended Euclid on (M, L) keeping only the cofactor of L: returns the first remainder r
+/// of degree ≤ `degree_max` and t with r ≡ t·L (mod M).
+fn half_gcd_by_euclid(modulus: Poly, interpolant: Poly, degree_max: usize) -> (Poly, Poly) {
+    let (mut previous, mut current) = (modulus, interpolant);
+    let (mut previous_t, mut current_t): (Poly, Poly) = (Vec::new(), vec![1]);
+    while poly::degree(&current).is_some_and(|d| d > degree_max) {
+        let (quotient, remainder) = poly::div_rem(&previous, &current);
+        let next_t = poly::sub(&previous_t, &poly::mul(&quotient, &current_t));
+        previous = std::mem::replace(&mut current, remainder);
+        previous_t = std::mem::replace(&mut current_t, next_t);
+    }
+    (current, current_t)
+}
+
+/// Scales (r, t) so both are monic and checks the degrees against δ.
+fn normalise(
+    remainder: &[u64],
+    cofactor: &[u64],
+    denominator_max: usize,
+    delta: i64,
+) -> Result<(Poly, Poly), DecodeError> {
+    let (Some(numerator_degree), Some(denominator_degree)) =
+        (poly::degree(remainder), poly::degree(cofactor))
+    else {
+        return Err(DecodeError::Reconstruction);
+    };
+    if denominator_degree > denominator_max
+        || numerator_degree as i64 - denominator_degree as i64 != delta
+    {
+        return Err(DecodeError::Reconstruction);
+    }
+    let lead_inverse = field::inv(cofactor[denominator_degree]);
+    let numerator = poly::scale(remainder, lead_inverse);
+    // Both true polynomials are monic, so a non-monic numerator is a wrong reconstruction.
+    if numerator.last() != Some(&1) {
+        return Err(DecodeError::Reconstruction);
+    }
+    Ok((numerator, poly::scale(cofactor, lead_inverse)))
+}
+
+/// The distinct roots of a monic polynomial that must split into distinct linear factors
+/// whose roots are valid elements; an error otherwise.
+pub fn split_roots(f: &[u64]) -> Result<Vec<u64>, DecodeError> {
+    let n = poly::degree(f).ok_or(DecodeError::Reconstruction)?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut modulus = Modulus::new(f);
+    // w = z^((p−1)/2) mod f; z^p = z·w² ≡ z iff f | z^p − z, i.e. f splits with distinct roots.
+    let legendre = modulus.pow_all_ones(0, 60);
+    let mut check = legendre.clone();
+    modulus.square(&mut check);
+    modulus.mul_linear(&mut check, 0);
+    let mut z = vec![0; n];
+    if n == 1 {
+        z[0] = field::neg(f[0]);
+    } else {
+        z[1] = 1;
+    }
+    if check != z {
+        return Err(DecodeError::NotSplit);
+    }
+    let mut roots = Vec::with_capacity(n);
+    let mut rng = SplitMix(f.iter().fold(0x5EED, |acc, &c| acc.rotate_left(7) ^ c));
+    if n == 1 {
+        roots.push(z[0]);
+    } else {
+        split_with(f, legendre, &mut rng, &mut roots)?;
+    }
+    if let Some(&root) = roots.iter().find(|&&root| root < FIRST_ELEMENT) {
+        return Err(DecodeError::InvalidRoot { root });
+    }
+    debug_assert_eq!(roots.len(), n);
+    Ok(roots)
+}
+
+/// Cantor–Zassenhaus: `legendre` = (z + c)^((p−1)/2) mod f for some c; gcd(f, legendre − 1)
+/// holds the roots r with r + c a non-zero square.
+fn split_with(
+    f: &[u64],
+    legendre: Vec<u64>,
+    rng: &mut SplitMix,
+    roots: &mut Vec<u64>,
+) -> Result<(), DecodeError> {
+    let mut legendre = legendre;
+    for _attempt in 0..ROOT_ATTEMPTS_MAX {
+        let mut shifted = legendre;
+        poly::trim(&mut shifted);
+        let minus_one = poly::sub(&shifted, &[1]);
+        let g = poly::gcd(f, &minus_one);
+        let g_degree = poly::degree(&g).unwrap_or(0);
+        if g_degree > 0 && g_degree < f.len() - 1 {
+            let (cofactor, remainder) = poly::div_rem(f, &g);
+            debug_assert!(remainder.is_empty());
+            roots_of(&g, rng, roots)?;
+            return roots_of(&cofactor, rng, roots);
+        }
+        legendre = Modulus::new(f).pow_all_ones(rng.next_field(), 60);
+    }
+    Err(DecodeError::RootFinding)
+}
+
+/// Retries of a random shift before root finding gives up (each succeeds with p ≈ 1/2 or better).
+const ROOT_ATTEMPTS_MAX: usize = 64;
+
+fn roots_of(f: &[u64], rng: &mut SplitMix, roots: &mut Vec<u64>) -> Result<(), DecodeError> {
+    match f.len() {
+        0 | 1 => Ok(()),
+        2 => {
+            roots.push(field::neg(f[0]));
+            Ok(())
+        }
+        _ => {
+            let legendre = Modulus::new(f).pow_all_ones(rng.next_field(), 60);
+            split_with(f, legendre, rng, roots)
+        }
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64) so decoding is pure and reproducible.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_field(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        field::reduce64(z ^ (z >> 31)) % P
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::element::element_from_hash;
+    use proptest::prelude::*;
+
+    fn chi(set: &[u64], point: u64) -> u64 {
+        set.iter()
+            .fold(1, |acc, &x| field::mul(acc, field::sub(point, x)))
+    }
+
+    fn ratios(a: &[u64], b: &[u64], m: usize) -> Vec<u64> {
+        let mut denominators: Vec<u64> = (1..=m as u64).map(|z| chi(b, z)).collect();
+        field::batch_invert(&mut denominators);
+        (1..=m as u64)
+            .zip(denominators)
+            .map(|(z, inverse)| field::mul(chi(a, z), inverse))
+            .collect()
+    }
+
+    fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+        v.sort_unstable();
+        v
+    }
+
+    fn elements(seeds: &[u64]) -> Vec<u64> {
+        seeds.iter().map(|&s| element_from_hash(s)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn decodes_within_capacity(common in proptest::collection::vec(any::<u64>(), 0..30),
+                                   only_a in proptest::collection::hash_set(any::<u64>(), 0..25),
+                                   only_b in proptest::collection::hash_set(any::<u64>(), 0..25)) {
+            let only_a: Vec<u64> = elements(&only_a.into_iter().collect::<Vec<_>>());
+            let only_b: Vec<u64> = elements(&only_b.into_iter().collect::<Vec<_>>());
+            prop_assume!(only_a.iter().all(|x| !only_b.contains(x)));
+            let common = elements(&common);
+            let a: Vec<u64> = common.iter().chain(&only_a).copied().collect();
+            let b: Vec<u64> = common.iter().chain(&only_b).copied().collect();
+            let m = only_a.len() + only_b.len() + 1 + HOLD_BACK;
+            let got = decode(&ratios(&a, &b, m), a.len() as i64 - b.len() as i64);
+            let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(sorted(got.only_in_numerator), sorted(only_a));
+            prop_assert_eq!(sorted(got.only_in_denominator), sorted(only_b));
+        }
+
+        #[test]
+        fn never_wrong_beyond_capacity(only_a in proptest::collection::hash_set(any::<u64>(), 0..60),
+                                       only_b in proptest::collection::hash_set(any::<u64>(), 0..60),
+                                       m in 3usize..40) {
+            let only_a = elements(&only_a.into_iter().collect::<Vec<_>>());
+            let only_b = elements(&only_b.into_iter().collect::<Vec<_>>());
+            prop_assume!(only_a.iter().all(|x| !only_b.contains(x)));
+            match decode(&ratios(&only_a, &only_b, m), only_a.len() as i64 - only_b.len() as i64) {
+                Ok(got) => {
+                    prop_assert_eq!(sorted(got.only_in_numerator), sorted(only_a));
+                    prop_assert_eq!(sorted(got.only_in_denominator), sorted(only_b));
+                }
+                Err(_) => prop_assert!(only_a.len() + only_b.len() + 1 + HOLD_BACK > m),
+            }
+        }
+    }
+
+    #[test]
+    fn empty_difference() {
+        let set = elements(&[1, 2, 3]);
+        let got = decode(&ratios(&set, &set, 8), 0).expect("equal sets decode");
+        assert!(got.only_in_numerator.is_empty() && got.only_in_denominator.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let garbage: Vec<u64> = (0..40u64)
+            .map(|i| field::reduce64(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect();
+        for delta in [-3, 0, 5] {
+            assert!(decode(&garbage, delta).is_err());
+        }
+        assert!(matches!(
+            decode(&[5, 6], 0),
+            Err(DecodeError::TooFewPoints { .. })
+        ));
+    }
+
+    #[test]
+    fn repeated_root_is_not_split() {
+        let x = element_from_hash(42);
+        let f = poly::from_roots(&[x, x, element_from_hash(7)]);
+        assert_eq!(split_roots(&f), Err(DecodeError::NotSplit));
+        let irreducible_free = poly::from_roots(&[3]); // root 3 is a sample point, not an element
+        assert_eq!(
+            split_roots(&irreducible_free),
+            Err(DecodeError::InvalidRoot { root: 3 })
+        );
+    }
+}

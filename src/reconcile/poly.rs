@@ -1,0 +1,353 @@
+//! Dense univariate polynomials over F_p (coefficients lowest degree first, no trailing zeros;
+//! the zero polynomial is empty).
+//!
+//! Only what decoding needs: evaluation, products, division, gcd, Newton interpolation and
+//! exponentiation modulo a monic polynomial (Cantor–Zassenhaus). The hot paths (squaring and
+//! reduction modulo `f`) accumulate unreduced 128-bit products and fold them every few rows,
+//! which is several times cheaper than a full reduction per product.
+
+use super::field::{self, P};
+
+/// A polynomial; `coefficients[i]` multiplies z^i.
+pub type Poly = Vec<u64>;
+
+/// Drops trailing zero coefficients.
+pub fn trim(poly: &mut Poly) {
+    while poly.last() == Some(&0) {
+        poly.pop();
+    }
+}
+
+/// The degree, or `None` for the zero polynomial.
+pub fn degree(poly: &[u64]) -> Option<usize> {
+    debug_assert!(poly.last() != Some(&0), "untrimmed polynomial");
+    poly.len().checked_sub(1)
+}
+
+/// `poly(z)` by Horner's rule.
+pub fn eval(poly: &[u64], z: u64) -> u64 {
+    poly.iter()
+        .rev()
+        .fold(0, |acc, &c| field::add(field::mul(acc, z), c))
+}
+
+/// `a · b`.
+pub fn mul(a: &[u64], b: &[u64]) -> Poly {
+    if a.is_empty() || b.is_empty() {
+        return Vec::new();
+    }
+    let mut acc = vec![0u128; a.len() + b.len() - 1];
+    for (row, &ai) in a.iter().enumerate() {
+        for (j, &bj) in b.iter().enumerate() {
+            acc[row + j] += ai as u128 * bj as u128;
+        }
+        if row % FOLD_ROWS == FOLD_ROWS - 1 {
+            fold_all(&mut acc);
+        }
+    }
+    let mut out: Poly = acc.into_iter().map(field::reduce128).collect();
+    trim(&mut out);
+    out
+}
+
+/// `a − b`.
+pub fn sub(a: &[u64], b: &[u64]) -> Poly {
+    let mut out = vec![0; a.len().max(b.len())];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = field::sub(
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
+    }
+    trim(&mut out);
+    out
+}
+
+/// `poly · scalar`.
+pub fn scale(poly: &[u64], scalar: u64) -> Poly {
+    let mut out: Poly = poly.iter().map(|&c| field::mul(c, scalar)).collect();
+    trim(&mut out);
+    out
+}
+
+/// Quotient and remainder of `a / b`; `b` must be non-zero.
+pub fn div_rem(a: &[u64], b: &[u64]) -> (Poly, Poly) {
+    let b_degree = degree(b).expect("division by the zero polynomial");
+    if a.len() < b.len() {
+        return (Vec::new(), a.to_vec());
+    }
+    let lead_inverse = field::inv(b[b_degree]);
+    let mut remainder = a.to_vec();
+    let mut quotient = vec![0; a.len() - b_degree];
+    for shift in (0..quotient.len()).rev() {
+        let top = remainder[shift + b_degree];
+        if top == 0 {
+            continue;
+        }
+        let factor = field::mul(top, lead_inverse);
+        quotient[shift] = factor;
+        for (j, &bj) in b.iter().enumerate() {
+            remainder[shift + j] = field::sub(remainder[shift + j], field::mul(factor, bj));
+        }
+        debug_assert_eq!(remainder[shift + b_degree], 0);
+    }
+    remainder.truncate(b_degree);
+    trim(&mut remainder);
+    trim(&mut quotient);
+    (quotient, remainder)
+}
+
+/// The polynomial divided by its leading coefficient (zero stays zero).
+pub fn monic(poly: &[u64]) -> Poly {
+    match poly.last() {
+        None => Vec::new(),
+        Some(&lead) => scale(poly, field::inv(lead)),
+    }
+}
+
+/// The monic greatest common divisor.
+pub fn gcd(a: &[u64], b: &[u64]) -> Poly {
+    let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    while !y.is_empty() {
+        let (_, remainder) = div_rem(&x, &y);
+        x = std::mem::replace(&mut y, remainder);
+    }
+    monic(&x)
+}
+
+/// `Π (z − root)`.
+pub fn from_roots(roots: &[u64]) -> Poly {
+    let mut out = vec![1];
+    for &root in roots {
+        out.push(0);
+        for i in (1..out.len()).rev() {
+            out[i] = field::sub(out[i - 1], field::mul(root, out[i]));
+        }
+        out[0] = field::mul(out[0], field::neg(root));
+    }
+    out
+}
+
+/// The polynomial of degree < n through `(i + 1, values[i])` for i in 0..n (Newton's divided
+/// differences, O(n²)). `inverses[j]` must hold `j^−1` for 1 ≤ j < n.
+pub fn interpolate_consecutive(values: &[u64], inverses: &[u64]) -> Poly {
+    let n = values.len();
+    assert!(inverses.len() >= n, "need inverses of 1..n");
+    let mut coefficients = values.to_vec();
+    // Points are z_i = i + 1, so z_i − z_{i−j} = j.
+    for (j, &inverse) in inverses.iter().enumerate().take(n).skip(1) {
+        for i in (j..n).rev() {
+            coefficients[i] = field::mul(field::sub(coefficients[i], coefficients[i - 1]), inverse);
+        }
+    }
+    // Newton form to monomial form: L = c_{n−1}; L = L·(z − z_k) + c_k.
+    let mut out: Poly = Vec::with_capacity(n);
+    for k in (0..n).rev() {
+        let point = k as u64 + 1;
+        out.insert(0, 0);
+        for i in 0..out.len() - 1 {
+            out[i] = field::sub(out[i], field::mul(point, out[i + 1]));
+        }
+        out[0] = field::add(out[0], coefficients[k]);
+    }
+    trim(&mut out);
+    out
+}
+
+/// Rows accumulated before every 128-bit accumulator is folded back below 2^62
+/// (each row adds one product below 2^122 per slot, so 32 rows stay below 2^127).
+const FOLD_ROWS: usize = 32;
+
+fn fold_all(acc: &mut [u128]) {
+    for slot in acc {
+        *slot = ((*slot as u64 & P) as u128) + (*slot >> 61);
+    }
+}
+
+/// Arithmetic modulo a fixed monic polynomial `f` of degree n ≥ 1, with reusable buffers.
+pub struct Modulus {
+    /// `P − f[j]` for j < n: reduction adds `top · negated[j]` instead of subtracting.
+    negated: Vec<u64>,
+    scratch: Vec<u128>,
+}
+
+impl Modulus {
+    /// Prepares reduction modulo the monic `f`.
+    pub fn new(f: &[u64]) -> Self {
+        let n = degree(f).expect("modulus must be non-zero");
+        assert!(n >= 1 && f[n] == 1, "modulus must be monic of degree ≥ 1");
+        let negated = f[..n].iter().map(|&c| field::neg(c)).collect();
+        Modulus {
+            negated,
+            scratch: vec![0; 2 * n],
+        }
+    }
+
+    /// The degree n of the modulus.
+    pub fn degree(&self) -> usize {
+        self.negated.len()
+    }
+
+    /// `a² mod f`, where `a` has exactly n coefficients (zeros allowed).
+    pub fn square(&mut self, a: &mut [u64]) {
+        let n = self.degree();
+        debug_assert_eq!(a.len(), n);
+        let acc = &mut self.scratch[..2 * n - 1];
+        acc.fill(0);
+        for i in 0..n {
+            let ai = a[i] as u128;
+            acc[2 * i] += ai * ai;
+            let doubled = 2 * ai; // < 2^62, so each product is < 2^123
+            for j in i + 1..n {
+                acc[i + j] += doubled * a[j] as u128;
+            }
+            if i % 16 == 15 {
+                fold_all(acc);
+            }
+        }
+        self.reduce_into(a);
+    }
+
+    /// Reduces the scratch accumulator (degree ≤ 2n − 2) modulo f into `out`.
+    fn reduce_into(&mut self, out: &mut [u64]) {
+        let n = self.degree();
+        let acc = &mut self.scratch[..2 * n - 1];
+        fold_all(acc);
+        let mut since_fold = 0;
+        for top in (n..2 * n - 1).rev() {
+            let lead = field::reduce128(acc[top]) as u128;
+            if lead != 0 {
+                for (j, &negated) in self.negated.iter().enumerate() {
+                    acc[top - n + j] += lead * negated as u128;
+                }
+            }
+            since_fold += 1;
+            if since_fold == FOLD_ROWS {
+                fold_all(&mut acc[..top]);
+                since_fold = 0;
+            }
+        }
+        for (slot, &value) in out.iter_mut().zip(acc.iter()) {
+            *slot = field::reduce128(value);
+        }
+    }
+
+    /// `a · (z + c) mod f`, where `a` has exactly n coefficients.
+    pub fn mul_linear(&self, a: &mut [u64], c: u64) {
+        let n = self.degree();
+        debug_assert_eq!(a.len(), n);
+        let top = a[n - 1];
+        let mut below = 0;
+        for (slot, &negated) in a.iter_mut().zip(&self.negated) {
+            let current = *slot;
+            let value = below as u128 + current as u128 * c as u128 + top as u128 * negated as u128;
+            *slot = field::reduce128(value);
+            below = current;
+        }
+    }
+
+    /// `(z + c)^(2^bits − 1) mod f`, with n coefficients. With bits = 60 this is
+    /// `(z + c)^((p − 1)/2)`, the Legendre-symbol map of Cantor–Zassenhaus.
+    pub fn pow_all_ones(&mut self, c: u64, bits: u32) -> Vec<u64> {
+        let n = self.degree();
+        let mut result = vec![0; n];
+        // Start from (z + c) mod f (when n = 1, z ≡ −f_0).
+        if n == 1 {
+            result[0] = field::add(self.negated[0], c);
+        } else {
+            result[0] = c;
+            result[1] = 1;
+        }
+        for _ in 1..bits {
+            self.square(&mut result);
+            self.mul_linear(&mut result, c);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn coefficients(max_len: usize) -> impl Strategy<Value = Poly> {
+        proptest::collection::vec(
+            prop_oneof![Just(0u64), Just(1u64), Just(P - 1), 0..P],
+            0..max_len,
+        )
+        .prop_map(|mut poly| {
+            trim(&mut poly);
+            poly
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn division_reconstructs(a in coefficients(40), b in coefficients(20)) {
+            prop_assume!(!b.is_empty());
+            let (quotient, remainder) = div_rem(&a, &b);
+            let back = sub(&mul(&quotient, &b), &scale(&remainder, P - 1));
+            prop_assert_eq!(back, a);
+            prop_assert!(remainder.len() < b.len());
+        }
+
+        #[test]
+        fn interpolation_hits_points(values in proptest::collection::vec(0..P, 1..60)) {
+            let mut inverses: Vec<u64> = (1..=values.len() as u64).collect();
+            field::batch_invert(&mut inverses);
+            inverses.insert(0, 0);
+            let poly = interpolate_consecutive(&values, &inverses);
+            for (i, &value) in values.iter().enumerate() {
+                prop_assert_eq!(eval(&poly, i as u64 + 1), value);
+            }
+        }
+
+        #[test]
+        fn modular_square_and_linear(f_low in proptest::collection::vec(0..P, 1..70), seed in 0..P, c in 0..P) {
+            let mut f = f_low.clone();
+            f.push(1);
+            let n = f_low.len();
+            let a: Vec<u64> = (0..n as u64).map(|i| field::mul(seed, i + 7)).collect();
+            let mut modulus = Modulus::new(&f);
+            let mut squared = a.clone();
+            modulus.square(&mut squared);
+            let mut trimmed_a = a.clone();
+            trim(&mut trimmed_a);
+            let (_, mut expected) = div_rem(&mul(&trimmed_a, &trimmed_a), &f);
+            expected.resize(n, 0);
+            prop_assert_eq!(&squared, &expected);
+            let mut linear = a.clone();
+            modulus.mul_linear(&mut linear, c);
+            let (_, mut expected) = div_rem(&mul(&trimmed_a, &[c, 1]), &f);
+            expected.resize(n, 0);
+            prop_assert_eq!(linear, expected);
+        }
+    }
+
+    #[test]
+    fn gcd_of_products() {
+        let a = from_roots(&[5, 9, 11]);
+        let b = from_roots(&[9, 11, 100]);
+        assert_eq!(gcd(&a, &b), from_roots(&[9, 11]));
+        assert_eq!(eval(&a, 9), 0);
+        assert_eq!(
+            eval(&a, P - 1),
+            field::mul(field::mul(P - 6, P - 10), P - 12)
+        );
+    }
+
+    #[test]
+    fn power_matches_square_and_multiply() {
+        let f = from_roots(&[3, 1 << 40, P - 5, 77]);
+        let mut modulus = Modulus::new(&f);
+        let got = modulus.pow_all_ones(12345, 5); // (z + c)^31
+        let mut expected = vec![1];
+        for _ in 0..31 {
+            expected = div_rem(&mul(&expected, &[12345, 1]), &f).1;
+        }
+        expected.resize(4, 0);
+        assert_eq!(got, expected);
+    }
+}

@@ -1,0 +1,1086 @@
+//! The interactive reconciliation session: a sans-IO state machine (RECONCILE.md §7).
+//!
+//! The initiator opens with its size and χ of the whole range at [`OPEN_POINTS`] points (the
+//! digest). The responder drives everything after that: it asks for sketches of ranges
+//! ([`Message::Request`]), decodes each range, and splits a range or asks for more points when
+//! a decode fails. The initiator only answers requests from a snapshot of its sketch.
+//!
+//! Range planning. Ranges form a tree over the hash range (see [`NodeId`]). A failed range is
+//! either extended (more points of the same range: nothing sent before is wasted) or split into
+//! 2^s children. Splitting reuses what was sent: the last child's values are the parent's
+//! divided by its siblings' (χ is multiplicative over disjoint ranges), so only 2^s − 1 children
+//! are requested. How many points and pieces to ask for comes from an estimate of the
+//! difference density: after the first failure the responder probes the left spine of the tree
+//! (one range per level), which yields ranges of every size from 1/2 to 1/128 of the set, and
+//! decoded ranges give the density. Pieces hold ≤ [`PIECE_POINTS_MAX`] points so root finding
+//! stays cheap (its cost grows with the square of a piece's difference).
+//!
+//! Results. The responder learns both differences exactly (roots of P and Q). The initiator
+//! learns which of its elements the responder lacks from 32-bit fingerprints (Resolve
+//! messages): it may ship a few entries the responder already has (expected count ≈ elements in
+//! the range × differences / 2^32 per range), never misses one.
+//!
+//! Loss, duplication, reordering: every message is idempotent. The responder tracks what it
+//! asked for and has not received and re-asks on [`Responder::on_timeout`]; resolves are
+//! acknowledged and resent until acknowledged; `Finish` is resent until `FinishAck`. The
+//! initiator resends `Open` until it hears back.
+
+use super::decode::{self, HOLD_BACK};
+use super::element::{self, POSITION_BITS};
+use super::field;
+use super::sketch::{LEAF_BITS, LEAF_POINTS, PartitionSketch, Snapshot, sample_points};
+use super::wire::{self, LEVEL_MAX, Message, NodeId, RequestItem, ResolveItem, SketchItem};
+use std::collections::{BTreeMap, HashSet};
+
+/// Points of the whole range sent with `Open`: sets differing by up to 13 reconcile in one
+/// round trip.
+pub const OPEN_POINTS: usize = 16;
+
+/// Most points planned for one piece (≈ 70 expected differences): bounds decode time per piece.
+pub const PIECE_POINTS_MAX: usize = 80;
+
+/// Bound on ranges tracked by one responder session.
+const NODES_MAX: usize = 1 << 16;
+
+/// Decoded differences needed before their density is trusted over failure lower bounds.
+const DENSITY_SAMPLES_MIN: u64 = 4;
+
+/// What a finished session found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The two sets were identical.
+    pub equal: bool,
+    /// Elements we hold that the peer lacks: ship these entries.
+    pub to_ship: Vec<u64>,
+    /// Elements the peer holds that we lack, where known (responder side). The peer ships them
+    /// without being asked.
+    pub to_request: Vec<u64>,
+    /// Every range was reconciled; if false, retry later.
+    pub complete: bool,
+}
+
+/// Why a session could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A responder can only be created from an `Open` message.
+    #[error("a session starts with an Open message")]
+    NotOpen,
+}
+
+/// The elements of `node` in the live sketch.
+fn elements_in(node: NodeId, live: &PartitionSketch) -> Vec<u64> {
+    let contains =
+        |x: &u64| element::position(*x) >> (POSITION_BITS - node.level as u32) == node.index;
+    if node.level as u32 <= LEAF_BITS {
+        let shift = LEAF_BITS - node.level as u32;
+        let leaves = (node.index << shift) as usize..((node.index + 1) << shift) as usize;
+        leaves
+            .flat_map(|leaf| live.leaf_elements(leaf).iter().copied())
+            .collect()
+    } else {
+        let leaf = (node.index >> (node.level as u32 - LEAF_BITS)) as usize;
+        live.leaf_elements(leaf)
+            .iter()
+            .copied()
+            .filter(contains)
+            .collect()
+    }
+}
+
+/// Our size and χ of `node` at points `first..first + len`: from the snapshot down to leaves,
+/// from the live element set below leaves.
+fn local_values(
+    node: NodeId,
+    first: usize,
+    len: usize,
+    snapshot: &Snapshot,
+    live: &PartitionSketch,
+) -> (u64, Vec<u64>) {
+    assert!(node.is_valid() && first >= 1 && first - 1 + len <= LEAF_POINTS);
+    let mut values = vec![1; len];
+    if node.level as u32 <= LEAF_BITS {
+        let shift = LEAF_BITS - node.level as u32;
+        let leaves = (node.index << shift) as usize..((node.index + 1) << shift) as usize;
+        let count = snapshot.range_values(leaves, first, &mut values);
+        (count, values)
+    } else {
+        let elements = elements_in(node, live);
+        live.kernel().multiply_linear_factors(
+            &mut values,
+            &sample_points()[first - 1..first - 1 + len],
+            &elements,
+        );
+        (elements.len() as u64, values)
+    }
+}
+
+fn node_contains(node: NodeId, x: u64) -> bool {
+    element::is_element(x)
+        && element::position(x) >> (POSITION_BITS - node.level as u32) == node.index
+}
+
+// ---------------------------------------------------------------------------------------------
+// Initiator
+
+/// The side that opens a session and answers sketch requests.
+pub struct Initiator {
+    session: u64,
+    partition: u32,
+    snapshot: Snapshot,
+    open: Message,
+    heard_back: bool,
+    resolves: BTreeMap<u32, Vec<ResolveItem>>,
+    finish: Option<(u32, bool, bool)>,
+    outcome: Option<Outcome>,
+}
+
+impl Initiator {
+    /// Starts a session for `partition`; returns it and the `Open` to send.
+    pub fn start(
+        session: u64,
+        partition: u32,
+        local: &PartitionSketch,
+    ) -> (Initiator, Vec<Message>) {
+        let snapshot = local.snapshot();
+        let mut values = vec![1; OPEN_POINTS];
+        let count = snapshot.range_values(0..1 << LEAF_BITS, 1, &mut values);
+        let open = Message::Open {
+            session,
+            partition,
+            count,
+            values,
+        };
+        let initiator = Initiator {
+            session,
+            partition,
+            snapshot,
+            open: open.clone(),
+            heard_back: false,
+            resolves: BTreeMap::new(),
+            finish: None,
+            outcome: None,
+        };
+        (initiator, vec![open])
+    }
+
+    /// Handles one message from the responder; returns the messages to send back.
+    pub fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message> {
+        if message.session_id() != self.session || message.partition() != self.partition {
+            return Vec::new();
+        }
+        let (session, partition) = (self.session, self.partition);
+        match message {
+            Message::Request { items, .. } => {
+                self.heard_back = true;
+                let sketches = items.iter().map(|item| self.answer(item, live)).collect();
+                wire::pack(sketches)
+                    .into_iter()
+                    .map(|items| Message::Sketches {
+                        session,
+                        partition,
+                        items,
+                    })
+                    .collect()
+            }
+            Message::Resolve {
+                sequence, items, ..
+            } => {
+                self.heard_back = true;
+                if self.outcome.is_none() && self.resolves.len() < u16::MAX as usize {
+                    self.resolves
+                        .entry(*sequence)
+                        .or_insert_with(|| items.clone());
+                }
+                let mut out = vec![Message::ResolveAck {
+                    session,
+                    partition,
+                    sequence: *sequence,
+                }];
+                out.extend(self.try_finish(live));
+                out
+            }
+            Message::Finish {
+                resolves,
+                equal,
+                complete,
+                ..
+            } => {
+                self.heard_back = true;
+                self.finish.get_or_insert((*resolves, *equal, *complete));
+                self.try_finish(live)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn answer(&self, item: &RequestItem, live: &PartitionSketch) -> SketchItem {
+        let (first, len) = (item.first as usize, (item.end - item.first) as usize);
+        let (count, values) = local_values(item.node, first, len, &self.snapshot, live);
+        SketchItem {
+            node: item.node,
+            count,
+            first: item.first,
+            values,
+        }
+    }
+
+    /// Once `Finish` and every resolve have arrived: the outcome and a `FinishAck`.
+    fn try_finish(&mut self, live: &PartitionSketch) -> Vec<Message> {
+        let Some((resolves, equal, complete)) = self.finish else {
+            return Vec::new();
+        };
+        if self.outcome.is_none() {
+            if (0..resolves).any(|sequence| !self.resolves.contains_key(&sequence)) {
+                return Vec::new();
+            }
+            let mut to_ship = Vec::new();
+            for item in self.resolves.values().flatten() {
+                let wanted: HashSet<u32> = item.fingerprints.iter().copied().collect();
+                to_ship.extend(
+                    elements_in(item.node, live)
+                        .into_iter()
+                        .filter(|&x| wanted.contains(&(x as u32))),
+                );
+            }
+            to_ship.sort_unstable();
+            to_ship.dedup();
+            self.outcome = Some(Outcome {
+                equal,
+                to_ship,
+                to_request: Vec::new(),
+                complete,
+            });
+        }
+        vec![Message::FinishAck {
+            session: self.session,
+            partition: self.partition,
+        }]
+    }
+
+    /// Messages to resend after a timeout.
+    pub fn on_timeout(&mut self) -> Vec<Message> {
+        if self.heard_back {
+            Vec::new()
+        } else {
+            vec![self.open.clone()]
+        }
+    }
+
+    /// The result, once the session has finished.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Whether the session has finished (it still answers a repeated `Finish`).
+    pub fn is_done(&self) -> bool {
+        self.outcome.is_some()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responder
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Active,
+    Solved,
+    Split,
+    Unresolved,
+}
+
+/// The last child of a split: its first `points` values are the parent's over the siblings'.
+#[derive(Clone, Debug)]
+struct Derivation {
+    parent: NodeId,
+    siblings: Vec<NodeId>,
+    points: usize,
+}
+
+#[derive(Clone, Debug)]
+struct NodeState {
+    count: Option<u64>,
+    theirs: Vec<u64>,
+    known: u128,
+    wanted: u128,
+    status: Status,
+    tried_points: usize,
+    derive: Option<Derivation>,
+    parked: bool,
+}
+
+impl NodeState {
+    fn new() -> Self {
+        NodeState {
+            count: None,
+            theirs: vec![0; LEAF_POINTS],
+            known: 0,
+            wanted: 0,
+            status: Status::Active,
+            tried_points: 0,
+            derive: None,
+            parked: false,
+        }
+    }
+
+    /// Length of the known prefix of points 1, 2, ….
+    fn prefix(&self) -> usize {
+        self.known.trailing_ones() as usize
+    }
+
+    fn missing(&self) -> u128 {
+        self.wanted & !self.known
+    }
+}
+
+/// Bits for points `first..=last` (1-based).
+fn bits(first: usize, last: usize) -> u128 {
+    debug_assert!(first >= 1 && last <= LEAF_POINTS);
+    if last < first {
+        return 0;
+    }
+    let upper = if last == 128 {
+        u128::MAX
+    } else {
+        (1u128 << last) - 1
+    };
+    upper & !((1u128 << (first - 1)) - 1)
+}
+
+/// Points needed to decode a range expected to hold `expected` differences.
+fn points_for(expected: f64) -> usize {
+    (expected + expected.sqrt()).ceil() as usize + HOLD_BACK + 1
+}
+
+/// The side that accepts a session, decodes and decides how to split.
+pub struct Responder {
+    session: u64,
+    partition: u32,
+    snapshot: Snapshot,
+    nodes: BTreeMap<NodeId, NodeState>,
+    requests: Vec<RequestItem>,
+    solved_differences: u64,
+    solved_fraction: f64,
+    failed_density_max: f64,
+    probed: bool,
+    probe_leaf_sent: bool,
+    to_ship: Vec<u64>,
+    to_request: Vec<u64>,
+    fingerprints: Vec<ResolveItem>,
+    unacked: BTreeMap<u32, Message>,
+    resolves_sent: u32,
+    finish: Option<Message>,
+    finish_acked: bool,
+    outcome: Option<Outcome>,
+}
+
+impl Responder {
+    /// Accepts the `Open` of a new session.
+    pub fn accept(
+        open: &Message,
+        live: &PartitionSketch,
+    ) -> Result<(Responder, Vec<Message>), SessionError> {
+        let Message::Open {
+            session,
+            partition,
+            count,
+            values,
+        } = open
+        else {
+            return Err(SessionError::NotOpen);
+        };
+        let mut root = NodeState::new();
+        root.count = Some(*count);
+        root.theirs[..values.len()].copy_from_slice(values);
+        root.known = bits(1, values.len());
+        let mut responder = Responder {
+            session: *session,
+            partition: *partition,
+            snapshot: live.snapshot(),
+            nodes: BTreeMap::from([(NodeId::ROOT, root)]),
+            requests: Vec::new(),
+            solved_differences: 0,
+            solved_fraction: 0.0,
+            failed_density_max: 0.0,
+            probed: false,
+            probe_leaf_sent: false,
+            to_ship: Vec::new(),
+            to_request: Vec::new(),
+            fingerprints: Vec::new(),
+            unacked: BTreeMap::new(),
+            resolves_sent: 0,
+            finish: None,
+            finish_acked: false,
+            outcome: None,
+        };
+        let out = responder.progress(live);
+        Ok((responder, out))
+    }
+
+    /// Handles one message from the initiator; returns the messages to send.
+    pub fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message> {
+        if message.session_id() != self.session || message.partition() != self.partition {
+            return Vec::new();
+        }
+        match message {
+            Message::Sketches { items, .. } => {
+                items.iter().for_each(|item| self.store(item));
+                self.progress(live)
+            }
+            Message::ResolveAck { sequence, .. } => {
+                self.unacked.remove(sequence);
+                Vec::new()
+            }
+            Message::FinishAck { .. } => {
+                self.finish_acked = self.finish.is_some();
+                self.unacked.clear();
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn store(&mut self, item: &SketchItem) {
+        let Some(node) = self.nodes.get_mut(&item.node) else {
+            return;
+        };
+        let first = item.first as usize;
+        if node.count.is_some_and(|count| count != item.count) {
+            node.status = Status::Unresolved; // the peer contradicts itself
+            return;
+        }
+        node.count = Some(item.count);
+        for (offset, &value) in item.values.iter().enumerate() {
+            node.theirs[first - 1 + offset] = value;
+        }
+        node.known |= bits(first, first - 1 + item.values.len());
+    }
+
+    /// Derives, decodes and plans until nothing changes; returns the messages to send.
+    fn progress(&mut self, live: &PartitionSketch) -> Vec<Message> {
+        loop {
+            let mut changed = false;
+            let ids: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.status == Status::Active)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                changed |= self.try_derive(id);
+                changed |= self.try_decode(id, live);
+            }
+            if !changed && !self.in_flight() && self.nodes.values().any(|n| n.parked) {
+                let parked: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.parked)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in parked {
+                    self.plan(id, true);
+                }
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+        self.outgoing()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.nodes
+            .values()
+            .any(|n| n.status != Status::Unresolved && (n.missing() != 0 || n.derive.is_some()))
+    }
+
+    fn try_derive(&mut self, id: NodeId) -> bool {
+        let Some(derivation) = self.nodes.get(&id).and_then(|n| n.derive.clone()) else {
+            return false;
+        };
+        let points = derivation.points;
+        let ready = |node: Option<&NodeState>| {
+            node.is_some_and(|n| n.count.is_some() && n.prefix() >= points)
+        };
+        if !ready(self.nodes.get(&derivation.parent))
+            || !derivation.siblings.iter().all(|s| ready(self.nodes.get(s)))
+        {
+            return false;
+        }
+        let parent = &self.nodes[&derivation.parent];
+        let mut count = parent.count;
+        let mut products = vec![1; points];
+        for sibling in &derivation.siblings {
+            let sibling = &self.nodes[sibling];
+            count = count.and_then(|c| c.checked_sub(sibling.count.unwrap_or(0)));
+            for (product, &value) in products.iter_mut().zip(&sibling.theirs) {
+                *product = field::mul(*product, value);
+            }
+        }
+        let derived: Option<Vec<u64>> =
+            (count.is_some() && products.iter().all(|&p| p != 0)).then(|| {
+                field::batch_invert(&mut products);
+                parent
+                    .theirs
+                    .iter()
+                    .zip(&products)
+                    .map(|(&value, &inverse)| field::mul(value, inverse))
+                    .collect()
+            });
+        let node = self.nodes.get_mut(&id).expect("active node exists");
+        node.derive = None;
+        match derived {
+            Some(values) => {
+                node.theirs[..points].copy_from_slice(&values);
+                node.known |= bits(1, points);
+                node.count = count;
+            }
+            None => node.status = Status::Unresolved, // inconsistent counts or a zero value: a faulty peer
+        }
+        true
+    }
+
+    fn try_decode(&mut self, id: NodeId, live: &PartitionSketch) -> bool {
+        let node = &self.nodes[&id];
+        let m = node.prefix();
+        let Some(count_theirs) = node.count else {
+            return false;
+        };
+        if node.status != Status::Active
+            || node.derive.is_some()
+            || node.missing() != 0
+            || m == 0
+            || m <= node.tried_points
+        {
+            return false;
+        }
+        let (count_ours, ours) = local_values(id, 1, m, &self.snapshot, live);
+        let theirs = &node.theirs[..m];
+        let delta = count_theirs as i128 - count_ours as i128;
+        let solved = if delta == 0 && theirs == ours.as_slice() {
+            Some(decode::Difference::default())
+        } else {
+            let mut inverses = ours;
+            field::batch_invert(&mut inverses);
+            let ratios: Vec<u64> = theirs
+                .iter()
+                .zip(&inverses)
+                .map(|(&t, &i)| field::mul(t, i))
+                .collect();
+            let delta = i64::try_from(delta).unwrap_or(i64::MAX);
+            decode::decode(&ratios, delta)
+                .ok()
+                .filter(|difference| self.plausible(id, difference, live))
+        };
+        self.nodes.get_mut(&id).expect("node exists").tried_points = m;
+        match solved {
+            Some(difference) => self.record(id, difference),
+            None => self.plan(id, false),
+        }
+        true
+    }
+
+    /// Roots of Q must be our elements in the range; roots of P must be absent and in range.
+    fn plausible(
+        &self,
+        id: NodeId,
+        difference: &decode::Difference,
+        live: &PartitionSketch,
+    ) -> bool {
+        difference
+            .only_in_denominator
+            .iter()
+            .all(|&x| node_contains(id, x) && live.contains(x))
+            && difference
+                .only_in_numerator
+                .iter()
+                .all(|&x| node_contains(id, x) && !live.contains(x))
+    }
+
+    fn record(&mut self, id: NodeId, difference: decode::Difference) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.status = Status::Solved;
+        node.parked = false;
+        let found = difference.only_in_numerator.len() + difference.only_in_denominator.len();
+        self.solved_differences += found as u64;
+        self.solved_fraction += (-(id.level as f64)).exp2();
+        if !difference.only_in_numerator.is_empty() {
+            let fingerprints = difference
+                .only_in_numerator
+                .iter()
+                .map(|&x| x as u32)
+                .collect();
+            self.fingerprints.push(ResolveItem {
+                node: id,
+                fingerprints,
+            });
+        }
+        self.to_request.extend(difference.only_in_numerator);
+        self.to_ship.extend(difference.only_in_denominator);
+    }
+
+    /// Differences per whole range, estimated from decoded ranges and failures.
+    fn density(&self) -> f64 {
+        if self.solved_differences >= DENSITY_SAMPLES_MIN {
+            (self.solved_differences as f64 / self.solved_fraction).max(self.failed_density_max)
+        } else {
+            2.0 * self.failed_density_max
+        }
+    }
+
+    /// Decides what to do with a range whose decode failed: extend, split, park or give up.
+    fn plan(&mut self, id: NodeId, unpark: bool) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.parked = false;
+        let m = node.prefix();
+        let lower_bound = m.saturating_sub(HOLD_BACK) as f64;
+        let fraction = (-(id.level as f64)).exp2();
+        self.failed_density_max = self.failed_density_max.max(lower_bound / fraction);
+        if id == NodeId::ROOT && !self.probed {
+            self.probed = true;
+            return self.probe(m.min(OPEN_POINTS));
+        }
+        let estimate_known = self.solved_differences >= DENSITY_SAMPLES_MIN;
+        if !estimate_known && !unpark {
+            if id.level as u32 >= LEAF_BITS && !self.probe_leaf_sent {
+                self.probe_leaf_sent = true;
+                return self.extend(id, LEAF_POINTS); // the probe leaf: measure the density here
+            }
+            self.nodes.get_mut(&id).expect("node exists").parked = true;
+            return;
+        }
+        let expected = (self.density() * fraction).max(lower_bound + 1.0);
+        let needed = points_for(expected);
+        // Below a leaf, ranges are cut by rescanning the leaf's elements: extend as far as possible first.
+        let points_max = if id.level as u32 >= LEAF_BITS {
+            LEAF_POINTS
+        } else {
+            PIECE_POINTS_MAX
+        };
+        if needed <= points_max.max(m + 1) && m < LEAF_POINTS {
+            return self.extend(id, needed.min(LEAF_POINTS));
+        }
+        if id.level >= LEVEL_MAX || self.nodes.len() >= NODES_MAX {
+            self.nodes.get_mut(&id).expect("node exists").status = Status::Unresolved;
+            return;
+        }
+        let mut shift = 1;
+        while points_for(expected / (1u64 << shift) as f64) > PIECE_POINTS_MAX && shift < 6 {
+            shift += 1;
+        }
+        if (id.level as u32) < LEAF_BITS {
+            shift = shift.min(LEAF_BITS - id.level as u32);
+        }
+        shift = shift.min(LEVEL_MAX as u32 - id.level as u32);
+        let child_points = points_for(expected / (1u64 << shift) as f64).min(LEAF_POINTS);
+        self.split(id, shift, child_points);
+    }
+
+    /// First failure of the whole range: request the left spine down to a leaf so that ranges
+    /// of every size (1/2 … 1/128) arrive in one round trip.
+    fn probe(&mut self, points: usize) {
+        let mut parent = NodeId::ROOT;
+        for level in 1..=LEAF_BITS as u8 {
+            self.split(parent, 1, points);
+            let left = NodeId { level, index: 0 };
+            if level < LEAF_BITS as u8 {
+                self.nodes.get_mut(&left).expect("just created").status = Status::Split;
+            }
+            parent = left;
+        }
+    }
+
+    fn extend(&mut self, id: NodeId, points: usize) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let m = node.prefix();
+        let points = points.clamp(m + 1, LEAF_POINTS);
+        if m >= LEAF_POINTS {
+            node.status = Status::Unresolved;
+            return;
+        }
+        node.wanted |= bits(m + 1, points);
+        self.requests.push(RequestItem {
+            node: id,
+            first: (m + 1) as u8,
+            end: (points + 1) as u8,
+        });
+    }
+
+    /// Replaces `id` by its 2^shift children, each wanted at `points` points.
+    fn split(&mut self, id: NodeId, shift: u32, points: usize) {
+        let known = self.nodes[&id]
+            .prefix()
+            .max(self.nodes[&id].wanted.trailing_ones() as usize);
+        self.nodes.get_mut(&id).expect("node exists").status = Status::Split;
+        let level = id.level + shift as u8;
+        let children: Vec<NodeId> = (0..1u64 << shift)
+            .map(|i| NodeId {
+                level,
+                index: id.index << shift | i,
+            })
+            .collect();
+        let derivable = level as u32 <= LEAF_BITS && known >= 1;
+        let derived_points = if derivable { known.min(points) } else { 0 };
+        let (last, others) = children.split_last().expect("at least two children");
+        for &child in others {
+            let mut state = NodeState::new();
+            state.wanted = bits(1, points);
+            self.nodes.insert(child, state);
+            self.requests.push(RequestItem {
+                node: child,
+                first: 1,
+                end: (points + 1) as u8,
+            });
+        }
+        let mut state = NodeState::new();
+        if derivable {
+            state.derive = Some(Derivation {
+                parent: id,
+                siblings: others.to_vec(),
+                points: derived_points,
+            });
+        }
+        if points > derived_points {
+            state.wanted = bits(derived_points + 1, points);
+            self.requests.push(RequestItem {
+                node: *last,
+                first: (derived_points + 1) as u8,
+                end: (points + 1) as u8,
+            });
+        }
+        self.nodes.insert(*last, state);
+    }
+
+    /// New requests and resolves, and `Finish` once every range is settled.
+    fn outgoing(&mut self) -> Vec<Message> {
+        let (session, partition) = (self.session, self.partition);
+        let requests = std::mem::take(&mut self.requests);
+        let mut out: Vec<Message> = wire::pack(requests)
+            .into_iter()
+            .map(|items| Message::Request {
+                session,
+                partition,
+                items,
+            })
+            .collect();
+        for items in wire::pack(std::mem::take(&mut self.fingerprints)) {
+            let message = Message::Resolve {
+                session,
+                partition,
+                sequence: self.resolves_sent,
+                items,
+            };
+            self.unacked.insert(self.resolves_sent, message.clone());
+            self.resolves_sent += 1;
+            out.push(message);
+        }
+        let settled = self.nodes.values().all(|n| n.status != Status::Active);
+        if settled && self.finish.is_none() {
+            let complete = self.nodes.values().all(|n| n.status != Status::Unresolved);
+            let root = &self.nodes[&NodeId::ROOT];
+            let equal = root.status == Status::Solved && self.solved_differences == 0;
+            self.to_ship.sort_unstable();
+            self.to_request.sort_unstable();
+            self.outcome = Some(Outcome {
+                equal,
+                to_ship: self.to_ship.clone(),
+                to_request: self.to_request.clone(),
+                complete,
+            });
+            let finish = Message::Finish {
+                session,
+                partition,
+                resolves: self.resolves_sent,
+                equal,
+                complete,
+            };
+            self.finish = Some(finish.clone());
+            out.push(finish);
+        }
+        out
+    }
+
+    /// Messages to resend after a timeout: outstanding requests, unacknowledged resolves and
+    /// the `Finish` until it is acknowledged.
+    pub fn on_timeout(&mut self) -> Vec<Message> {
+        if self.finish_acked {
+            return Vec::new();
+        }
+        let (session, partition) = (self.session, self.partition);
+        let mut items = Vec::new();
+        for (&id, node) in &self.nodes {
+            let missing = node.missing();
+            if missing != 0 && node.status != Status::Unresolved {
+                let first = missing.trailing_zeros() as usize + 1;
+                let last = 128 - missing.leading_zeros() as usize;
+                items.push(RequestItem {
+                    node: id,
+                    first: first as u8,
+                    end: (last + 1) as u8,
+                });
+            }
+        }
+        let mut out: Vec<Message> = wire::pack(items)
+            .into_iter()
+            .map(|items| Message::Request {
+                session,
+                partition,
+                items,
+            })
+            .collect();
+        out.extend(self.unacked.values().cloned());
+        out.extend(self.finish.clone());
+        out
+    }
+
+    /// The result, once every range is settled (the session may still resend `Finish`).
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Whether the initiator acknowledged the end: nothing more to send.
+    pub fn is_done(&self) -> bool {
+        self.finish_acked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::element::element_from_hash;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    /// A channel that loses, duplicates and reorders datagrams.
+    struct Channel {
+        rng: SmallRng,
+        loss: f64,
+        duplication: f64,
+        in_flight: Vec<Vec<u8>>,
+    }
+
+    impl Channel {
+        fn send(&mut self, messages: Vec<Message>) {
+            for message in messages {
+                let bytes = message.encode();
+                assert!(bytes.len() <= wire::MESSAGE_BYTES_MAX);
+                if self.rng.random_bool(self.loss) {
+                    continue;
+                }
+                if self.rng.random_bool(self.duplication) {
+                    self.in_flight.push(bytes.clone());
+                }
+                self.in_flight.push(bytes);
+            }
+        }
+
+        fn drain(&mut self) -> Vec<Message> {
+            let mut all = std::mem::take(&mut self.in_flight);
+            // Reorder: a random permutation of what is in flight.
+            for i in (1..all.len()).rev() {
+                all.swap(i, self.rng.random_range(0..=i));
+            }
+            all.iter()
+                .map(|bytes| Message::decode(bytes).expect("own encoding decodes"))
+                .collect()
+        }
+    }
+
+    struct Run {
+        initiator: Outcome,
+        responder: Outcome,
+    }
+
+    fn reconcile(a: &[u64], b: &[u64], loss: f64, duplication: f64, seed: u64) -> Run {
+        let (mut sketch_a, mut sketch_b) = (PartitionSketch::new(), PartitionSketch::new());
+        sketch_a.insert_batch(a);
+        sketch_b.insert_batch(b);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut to_b = Channel {
+            rng: SmallRng::seed_from_u64(rng.random()),
+            loss,
+            duplication,
+            in_flight: Vec::new(),
+        };
+        let mut to_a = Channel {
+            rng: SmallRng::seed_from_u64(rng.random()),
+            loss,
+            duplication,
+            in_flight: Vec::new(),
+        };
+        let (mut initiator, open) = Initiator::start(9, 3, &sketch_a);
+        to_b.send(open);
+        let mut responder: Option<Responder> = None;
+        for _step in 0..2_000 {
+            if initiator.is_done() && responder.as_ref().is_some_and(Responder::is_done) {
+                break;
+            }
+            for message in to_b.drain() {
+                match responder.as_mut() {
+                    Some(responder) => to_a.send(responder.handle(&message, &sketch_b)),
+                    None => {
+                        let (created, out) = Responder::accept(&message, &sketch_b)
+                            .expect("first message is an Open");
+                        responder = Some(created);
+                        to_a.send(out);
+                    }
+                }
+            }
+            for message in to_a.drain() {
+                to_b.send(initiator.handle(&message, &sketch_a));
+            }
+            if to_a.in_flight.is_empty() && to_b.in_flight.is_empty() {
+                to_b.send(initiator.on_timeout());
+                if let Some(responder) = responder.as_mut() {
+                    to_a.send(responder.on_timeout());
+                }
+            }
+        }
+        let responder = responder.expect("the open got through");
+        assert!(
+            initiator.is_done() && responder.is_done(),
+            "session did not finish (seed {seed})"
+        );
+        Run {
+            initiator: initiator.outcome().cloned().expect("done"),
+            responder: responder.outcome().cloned().expect("done"),
+        }
+    }
+
+    fn sets(common: usize, only_a: usize, only_b: usize, seed: u64) -> (Vec<u64>, Vec<u64>) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut unique = HashSet::new();
+        let mut fresh = |n: usize| -> Vec<u64> {
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                let x = element_from_hash(rng.random());
+                if unique.insert(x) {
+                    out.push(x);
+                }
+            }
+            out
+        };
+        let (common, only_a, only_b) = (fresh(common), fresh(only_a), fresh(only_b));
+        let a = common.iter().chain(&only_a).copied().collect();
+        let b = common.iter().chain(&only_b).copied().collect();
+        (a, b)
+    }
+
+    fn sorted_difference(x: &[u64], y: &[u64]) -> Vec<u64> {
+        let y: HashSet<u64> = y.iter().copied().collect();
+        let mut out: Vec<u64> = x.iter().copied().filter(|v| !y.contains(v)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn check(a: &[u64], b: &[u64], run: &Run) {
+        let (a_minus_b, b_minus_a) = (sorted_difference(a, b), sorted_difference(b, a));
+        assert!(run.responder.complete && run.initiator.complete);
+        assert_eq!(run.responder.to_ship, b_minus_a, "responder ships B \\ A");
+        assert_eq!(
+            run.responder.to_request, a_minus_b,
+            "responder lacks A \\ B"
+        );
+        // Fingerprints may add an element B already has, never miss one of A \ B.
+        let shipped: HashSet<u64> = run.initiator.to_ship.iter().copied().collect();
+        assert!(a_minus_b.iter().all(|x| shipped.contains(x)));
+        let a_set: HashSet<u64> = a.iter().copied().collect();
+        assert!(run.initiator.to_ship.iter().all(|x| a_set.contains(x)));
+        assert_eq!(
+            run.initiator.equal,
+            a_minus_b.is_empty() && b_minus_a.is_empty()
+        );
+    }
+
+    #[test]
+    fn identical_sets_take_one_round_trip() {
+        let (a, b) = sets(5_000, 0, 0, 1);
+        let (mut sketch_a, mut sketch_b) = (PartitionSketch::new(), PartitionSketch::new());
+        sketch_a.insert_batch(&a);
+        sketch_b.insert_batch(&b);
+        let (_initiator, open) = Initiator::start(1, 1, &sketch_a);
+        let (responder, reply) = Responder::accept(&open[0], &sketch_b).expect("open");
+        assert!(matches!(
+            reply.as_slice(),
+            [Message::Finish {
+                equal: true,
+                complete: true,
+                resolves: 0,
+                ..
+            }]
+        ));
+        assert!(open[0].encode().len() < 200);
+        assert!(
+            responder
+                .outcome()
+                .is_some_and(|o| o.equal && o.to_ship.is_empty())
+        );
+    }
+
+    #[test]
+    fn empty_and_one_sided() {
+        for (common, only_a, only_b) in [
+            (0, 0, 0),
+            (0, 50, 0),
+            (0, 0, 50),
+            (100, 0, 0),
+            (300, 7, 0),
+            (0, 400, 0),
+        ] {
+            let (a, b) = sets(common, only_a, only_b, 7);
+            check(&a, &b, &reconcile(&a, &b, 0.0, 0.0, 3));
+        }
+    }
+
+    #[test]
+    fn differences_on_both_sides_lossless() {
+        for (i, (common, only_a, only_b)) in [
+            (1_000, 5, 5),
+            (2_000, 60, 40),
+            (10_000, 300, 250),
+            (20_000, 1_500, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (a, b) = sets(common, only_a, only_b, 100 + i as u64);
+            check(&a, &b, &reconcile(&a, &b, 0.0, 0.0, i as u64));
+        }
+    }
+
+    #[test]
+    fn lossy_duplicating_reordering_channel() {
+        for seed in 0..6 {
+            let (a, b) = sets(3_000, 40 * seed as usize, 25, 200 + seed);
+            check(&a, &b, &reconcile(&a, &b, 0.2, 0.2, seed));
+        }
+    }
+
+    #[test]
+    fn large_difference_splits_below_leaves() {
+        // ~140 differences per leaf: leaves fail at full capacity and are cut by rescanning.
+        let (a, b) = sets(2_000, 9_000, 9_000, 5);
+        check(&a, &b, &reconcile(&a, &b, 0.0, 0.0, 5));
+    }
+
+    #[test]
+    fn foreign_messages_are_ignored() {
+        let (a, _) = sets(100, 3, 0, 11);
+        let mut sketch = PartitionSketch::new();
+        sketch.insert_batch(&a);
+        let (mut initiator, _) = Initiator::start(1, 1, &sketch);
+        let foreign = Message::Finish {
+            session: 2,
+            partition: 1,
+            resolves: 0,
+            equal: true,
+            complete: true,
+        };
+        assert!(initiator.handle(&foreign, &sketch).is_empty());
+        assert!(!initiator.is_done());
+        assert_eq!(
+            Responder::accept(&foreign, &sketch).err(),
+            Some(SessionError::NotOpen)
+        );
+    }
+}

@@ -1,0 +1,761 @@
+//! The session's messages and their byte encoding (little-endian, `zerocopy` headers).
+//!
+//! Every message starts with a [`MessageHeader`] (magic, kind, checksum, session, partition,
+//! sequence number, item count) followed by `items` records of the kind's item type.
+//! **Invariants:** [`Message::encode`] never produces more than [`MESSAGE_BYTES_MAX`] bytes
+//! (the session packs items with [`pack`]); [`Message::decode`] validates everything (checksum,
+//! lengths, levels, point ranges, field values) and returns an error, never panics, on any
+//! malformed input.
+
+use super::field::P;
+use super::sketch::LEAF_POINTS;
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The largest encoded message (fits one UDP datagram on a 1,500-byte MTU path).
+pub const MESSAGE_BYTES_MAX: usize = 1400;
+
+/// Deepest range level: leaves are level 7, below that ranges are cut from a leaf's elements.
+pub const LEVEL_MAX: u8 = 19;
+
+const MAGIC: [u8; 2] = *b"SR";
+
+/// A hash range: the positions whose top `level` bits equal `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId {
+    /// Number of leading position bits fixed (0 = the whole partition).
+    pub level: u8,
+    /// The value of those bits, `< 2^level`.
+    pub index: u64,
+}
+
+impl NodeId {
+    /// The whole partition.
+    pub const ROOT: NodeId = NodeId { level: 0, index: 0 };
+
+    /// Whether the fields are in range.
+    pub fn is_valid(self) -> bool {
+        self.level <= LEVEL_MAX && self.index < 1u64 << self.level
+    }
+}
+
+/// Fixed part of every message.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct MessageHeader {
+    magic: [u8; 2],
+    kind: u8,
+    flags: u8,
+    /// Low 32 bits of xxh3 over every other byte of the message.
+    checksum: U32,
+    session: U64,
+    partition: U32,
+    sequence: U32,
+    items: U16,
+}
+
+const HEADER_BYTES: usize = size_of::<MessageHeader>();
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct NodeBytes {
+    level: u8,
+    index: U64,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct RequestBytes {
+    node: NodeBytes,
+    first: u8,
+    end: u8,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct SketchBytes {
+    node: NodeBytes,
+    count: U64,
+    first: u8,
+    len: u8,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+struct ResolveBytes {
+    node: NodeBytes,
+    len: U16,
+}
+
+/// Ask for the peer's sketch of `node` at the sample points `first..end` (1-based, end exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestItem {
+    /// The range.
+    pub node: NodeId,
+    /// First sample point wanted (≥ 1).
+    pub first: u8,
+    /// One past the last point wanted (≤ LEAF_POINTS + 1).
+    pub end: u8,
+}
+
+/// The sender's `χ` of `node` at points `first..first + values.len()`, and the node's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SketchItem {
+    /// The range.
+    pub node: NodeId,
+    /// Number of elements the sender holds in the range.
+    pub count: u64,
+    /// First sample point of `values`.
+    pub first: u8,
+    /// Canonical field values.
+    pub values: Vec<u64>,
+}
+
+/// Low 32 bits of elements the receiver holds in `node` and the sender lacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveItem {
+    /// The range the elements lie in.
+    pub node: NodeId,
+    /// `element as u32` for each element.
+    pub fingerprints: Vec<u32>,
+}
+
+/// A reconciliation message. `session` and `partition` route it; see the `session` module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Initiator → responder: the digest (size and χ of the whole range at points 1..).
+    Open {
+        /// Session id chosen by the initiator.
+        session: u64,
+        /// Partition reconciled.
+        partition: u32,
+        /// The initiator's set size.
+        count: u64,
+        /// χ at points `1..=values.len()`.
+        values: Vec<u64>,
+    },
+    /// Responder → initiator: sketches it needs.
+    Request {
+        /// Session id.
+        session: u64,
+        /// Partition.
+        partition: u32,
+        /// What to send.
+        items: Vec<RequestItem>,
+    },
+    /// Initiator → responder: the requested sketches.
+    Sketches {
+        /// Session id.
+        session: u64,
+        /// Partition.
+        partition: u32,
+        /// Sketch pieces.
+        items: Vec<SketchItem>,
+    },
+    /// Responder → initiator: which of the initiator's elements the responder lacks.
+    Resolve {
+        /// Session id.
+        session: u64,
+        /// Partition.
+        partition: u32,
+        /// Number of this resolve message (0-based).
+        sequence: u32,
+        /// Fingerprints by range.
+        items: Vec<ResolveItem>,
+    },
+    /// Initiator → responder: resolve message `sequence` arrived.
+    ResolveAck {
+        /// Session id.
+        session: u64,
+        /// Partition.
+        partition: u32,
+        /// The acknowledged resolve message.
+        sequence: u32,
+    },
+    /// Responder → initiator: reconciliation ended after `resolves` resolve messages.
+    Finish {
+        /// Session id.
+        session: u64,
+        /// Partition.
+        partition: u32,
+        /// Number of resolve messages sent in total.
+        resolves: u32,
+        /// The sets were equal.
+        equal: bool,
+        /// Every range was reconciled.
+        complete: bool,
+    },
+    /// Initiator → responder: the finish arrived and every resolve with it.
+    FinishAck {
+        /// Session id.
+        session: u64,
+        /// Partition.
+        partition: u32,
+    },
+}
+
+/// Why bytes are not a valid message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than a header or than its items claim.
+    #[error("message truncated: {bytes} bytes")]
+    Truncated {
+        /// Bytes received.
+        bytes: usize,
+    },
+    /// More than [`MESSAGE_BYTES_MAX`] bytes, or bytes left after the last item.
+    #[error("message has the wrong length: {bytes} bytes")]
+    Length {
+        /// Bytes received.
+        bytes: usize,
+    },
+    /// Not a reconciliation message.
+    #[error("bad magic")]
+    Magic,
+    /// The checksum does not match: the message was corrupted.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// Unknown message kind.
+    #[error("unknown message kind {kind}")]
+    Kind {
+        /// The kind byte.
+        kind: u8,
+    },
+    /// A range, point range, count or field value is out of bounds.
+    #[error("invalid field: {what}")]
+    Invalid {
+        /// Which field.
+        what: &'static str,
+    },
+}
+
+const KIND_OPEN: u8 = 1;
+const KIND_REQUEST: u8 = 2;
+const KIND_SKETCHES: u8 = 3;
+const KIND_RESOLVE: u8 = 4;
+const KIND_RESOLVE_ACK: u8 = 5;
+const KIND_FINISH: u8 = 6;
+const KIND_FINISH_ACK: u8 = 7;
+const FLAG_EQUAL: u8 = 1;
+const FLAG_COMPLETE: u8 = 2;
+
+/// Encoded size of an item, for packing.
+pub trait WireItem {
+    /// Bytes this item takes in a message.
+    fn encoded_len(&self) -> usize;
+}
+
+impl WireItem for RequestItem {
+    fn encoded_len(&self) -> usize {
+        size_of::<RequestBytes>()
+    }
+}
+
+impl WireItem for SketchItem {
+    fn encoded_len(&self) -> usize {
+        size_of::<SketchBytes>() + 8 * self.values.len()
+    }
+}
+
+impl WireItem for ResolveItem {
+    fn encoded_len(&self) -> usize {
+        size_of::<ResolveBytes>() + 4 * self.fingerprints.len()
+    }
+}
+
+/// Splits items into groups that each fit in one message (every single item must fit).
+pub fn pack<T: WireItem>(items: Vec<T>) -> Vec<Vec<T>> {
+    let budget = MESSAGE_BYTES_MAX - HEADER_BYTES;
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut used = budget;
+    for item in items {
+        let len = item.encoded_len();
+        assert!(len <= budget, "an item of {len} bytes never fits a message");
+        if used + len > budget || groups.last().is_some_and(|g| g.len() == u16::MAX as usize) {
+            groups.push(Vec::new());
+            used = 0;
+        }
+        used += len;
+        if let Some(group) = groups.last_mut() {
+            group.push(item);
+        }
+    }
+    groups
+}
+
+fn node_bytes(node: NodeId) -> NodeBytes {
+    NodeBytes {
+        level: node.level,
+        index: U64::new(node.index),
+    }
+}
+
+impl Message {
+    /// The session id.
+    pub fn session_id(&self) -> u64 {
+        self.routing().0
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> u32 {
+        self.routing().1
+    }
+
+    /// Whether this message opens a new session.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Message::Open { .. })
+    }
+
+    fn routing(&self) -> (u64, u32) {
+        match *self {
+            Message::Open {
+                session, partition, ..
+            }
+            | Message::Request {
+                session, partition, ..
+            }
+            | Message::Sketches {
+                session, partition, ..
+            }
+            | Message::Resolve {
+                session, partition, ..
+            }
+            | Message::ResolveAck {
+                session, partition, ..
+            }
+            | Message::Finish {
+                session, partition, ..
+            }
+            | Message::FinishAck { session, partition } => (session, partition),
+        }
+    }
+
+    /// The encoded bytes (at most [`MESSAGE_BYTES_MAX`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let (session, partition) = self.routing();
+        let mut body = Vec::with_capacity(256);
+        let (kind, flags, sequence, items) = self.encode_body(&mut body);
+        let mut header = MessageHeader {
+            magic: MAGIC,
+            kind,
+            flags,
+            checksum: U32::new(0),
+            session: U64::new(session),
+            partition: U32::new(partition),
+            sequence: U32::new(sequence),
+            items: U16::new(u16::try_from(items).expect("items are packed below 2^16")),
+        };
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(&body);
+        header.checksum = U32::new(checksum(&out));
+        out[..HEADER_BYTES].copy_from_slice(header.as_bytes());
+        assert!(
+            out.len() <= MESSAGE_BYTES_MAX,
+            "message of {} bytes",
+            out.len()
+        );
+        out
+    }
+
+    /// Writes the items; returns (kind, flags, sequence, item count).
+    fn encode_body(&self, body: &mut Vec<u8>) -> (u8, u8, u32, usize) {
+        match self {
+            Message::Open { count, values, .. } => {
+                body.extend_from_slice(U64::new(*count).as_bytes());
+                values
+                    .iter()
+                    .for_each(|v| body.extend_from_slice(U64::new(*v).as_bytes()));
+                (KIND_OPEN, 0, 0, values.len())
+            }
+            Message::Request { items, .. } => {
+                for item in items {
+                    let bytes = RequestBytes {
+                        node: node_bytes(item.node),
+                        first: item.first,
+                        end: item.end,
+                    };
+                    body.extend_from_slice(bytes.as_bytes());
+                }
+                (KIND_REQUEST, 0, 0, items.len())
+            }
+            Message::Sketches { items, .. } => {
+                for item in items {
+                    let len = u8::try_from(item.values.len()).expect("at most LEAF_POINTS values");
+                    let bytes = SketchBytes {
+                        node: node_bytes(item.node),
+                        count: U64::new(item.count),
+                        first: item.first,
+                        len,
+                    };
+                    body.extend_from_slice(bytes.as_bytes());
+                    item.values
+                        .iter()
+                        .for_each(|v| body.extend_from_slice(U64::new(*v).as_bytes()));
+                }
+                (KIND_SKETCHES, 0, 0, items.len())
+            }
+            Message::Resolve {
+                sequence, items, ..
+            } => {
+                for item in items {
+                    let len = U16::new(u16::try_from(item.fingerprints.len()).expect("packed"));
+                    body.extend_from_slice(
+                        ResolveBytes {
+                            node: node_bytes(item.node),
+                            len,
+                        }
+                        .as_bytes(),
+                    );
+                    item.fingerprints
+                        .iter()
+                        .for_each(|f| body.extend_from_slice(U32::new(*f).as_bytes()));
+                }
+                (KIND_RESOLVE, 0, *sequence, items.len())
+            }
+            Message::ResolveAck { sequence, .. } => (KIND_RESOLVE_ACK, 0, *sequence, 0),
+            Message::Finish {
+                resolves,
+                equal,
+                complete,
+                ..
+            } => {
+                let flags =
+                    if *equal { FLAG_EQUAL } else { 0 } | if *complete { FLAG_COMPLETE } else { 0 };
+                (KIND_FINISH, flags, *resolves, 0)
+            }
+            Message::FinishAck { .. } => (KIND_FINISH_ACK, 0, 0, 0),
+        }
+    }
+
+    /// Parses and validates a message. Any malformed input is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        if bytes.len() > MESSAGE_BYTES_MAX {
+            return Err(WireError::Length { bytes: bytes.len() });
+        }
+        let (header, mut rest) = MessageHeader::read_from_prefix(bytes)
+            .map_err(|_| WireError::Truncated { bytes: bytes.len() })?;
+        if header.magic != MAGIC {
+            return Err(WireError::Magic);
+        }
+        if header.checksum.get() != checksum(bytes) {
+            return Err(WireError::Checksum);
+        }
+        let (session, partition) = (header.session.get(), header.partition.get());
+        let (items, sequence) = (header.items.get() as usize, header.sequence.get());
+        let truncated = WireError::Truncated { bytes: bytes.len() };
+        let message = match header.kind {
+            KIND_OPEN => {
+                let (count, tail) = U64::read_from_prefix(rest).map_err(|_| truncated)?;
+                rest = tail;
+                if items > LEAF_POINTS {
+                    return Err(WireError::Invalid {
+                        what: "open point count",
+                    });
+                }
+                let values = read_values(&mut rest, items, truncated)?;
+                Message::Open {
+                    session,
+                    partition,
+                    count: count.get(),
+                    values,
+                }
+            }
+            KIND_REQUEST => {
+                let mut list = Vec::with_capacity(items.min(128));
+                for _ in 0..items {
+                    let (raw, tail) =
+                        RequestBytes::read_from_prefix(rest).map_err(|_| truncated)?;
+                    rest = tail;
+                    let node = read_node(raw.node)?;
+                    if raw.first < 1 || raw.end <= raw.first || raw.end as usize > LEAF_POINTS + 1 {
+                        return Err(WireError::Invalid {
+                            what: "request point range",
+                        });
+                    }
+                    list.push(RequestItem {
+                        node,
+                        first: raw.first,
+                        end: raw.end,
+                    });
+                }
+                Message::Request {
+                    session,
+                    partition,
+                    items: list,
+                }
+            }
+            KIND_SKETCHES => {
+                let mut list = Vec::with_capacity(items.min(128));
+                for _ in 0..items {
+                    let (raw, tail) = SketchBytes::read_from_prefix(rest).map_err(|_| truncated)?;
+                    rest = tail;
+                    let node = read_node(raw.node)?;
+                    let len = raw.len as usize;
+                    if raw.first < 1 || len == 0 || raw.first as usize + len > LEAF_POINTS + 1 {
+                        return Err(WireError::Invalid {
+                            what: "sketch point range",
+                        });
+                    }
+                    let values = read_values(&mut rest, len, truncated)?;
+                    list.push(SketchItem {
+                        node,
+                        count: raw.count.get(),
+                        first: raw.first,
+                        values,
+                    });
+                }
+                Message::Sketches {
+                    session,
+                    partition,
+                    items: list,
+                }
+            }
+            KIND_RESOLVE => {
+                let mut list = Vec::with_capacity(items.min(128));
+                for _ in 0..items {
+                    let (raw, tail) =
+                        ResolveBytes::read_from_prefix(rest).map_err(|_| truncated)?;
+                    rest = tail;
+                    let node = read_node(raw.node)?;
+                    let len = raw.len.get() as usize;
+                    let (fingerprints, tail) =
+                        <[U32]>::ref_from_prefix_with_elems(rest, len).map_err(|_| truncated)?;
+                    rest = tail;
+                    list.push(ResolveItem {
+                        node,
+                        fingerprints: fingerprints.iter().map(|f| f.get()).collect(),
+                    });
+                }
+                Message::Resolve {
+                    session,
+                    partition,
+                    sequence,
+                    items: list,
+                }
+            }
+            KIND_RESOLVE_ACK => Message::ResolveAck {
+                session,
+                partition,
+                sequence,
+            },
+            KIND_FINISH => Message::Finish {
+                session,
+                partition,
+                resolves: sequence,
+                equal: header.flags & FLAG_EQUAL != 0,
+                complete: header.flags & FLAG_COMPLETE != 0,
+            },
+            KIND_FINISH_ACK => Message::FinishAck { session, partition },
+            kind => return Err(WireError::Kind { kind }),
+        };
+        if !rest.is_empty() {
+            return Err(WireError::Length { bytes: bytes.len() });
+        }
+        Ok(message)
+    }
+}
+
+fn read_node(raw: NodeBytes) -> Result<NodeId, WireError> {
+    let node = NodeId {
+        level: raw.level,
+        index: raw.index.get(),
+    };
+    if node.is_valid() {
+        Ok(node)
+    } else {
+        Err(WireError::Invalid { what: "range" })
+    }
+}
+
+fn read_values(rest: &mut &[u8], len: usize, truncated: WireError) -> Result<Vec<u64>, WireError> {
+    let (values, tail) = <[U64]>::ref_from_prefix_with_elems(rest, len).map_err(|_| truncated)?;
+    *rest = tail;
+    let values: Vec<u64> = values.iter().map(|v| v.get()).collect();
+    if values.iter().any(|&v| v >= P) {
+        return Err(WireError::Invalid {
+            what: "field value",
+        });
+    }
+    Ok(values)
+}
+
+/// xxh3 over the whole message except the checksum field itself (bytes 4..8).
+fn checksum(bytes: &[u8]) -> u32 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&bytes[..4]);
+    hasher.update(&bytes[8..]);
+    hasher.digest() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node() -> impl Strategy<Value = NodeId> {
+        (0..=LEVEL_MAX).prop_flat_map(|level| {
+            (0..1u64 << level).prop_map(move |index| NodeId { level, index })
+        })
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        let values = |max: usize| proptest::collection::vec(0..P, 1..max);
+        prop_oneof![
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                values(LEAF_POINTS)
+            )
+                .prop_map(|(session, partition, count, values)| Message::Open {
+                    session,
+                    partition,
+                    count,
+                    values
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::vec((node(), 1u8..=128), 0..100)
+            )
+                .prop_map(|(session, partition, items)| Message::Request {
+                    session,
+                    partition,
+                    items: items
+                        .into_iter()
+                        .map(|(node, first)| RequestItem {
+                            node,
+                            first,
+                            end: first + 1
+                        })
+                        .collect()
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                node(),
+                any::<u64>(),
+                values(100)
+            )
+                .prop_map(|(session, partition, node, count, values)| {
+                    Message::Sketches {
+                        session,
+                        partition,
+                        items: vec![SketchItem {
+                            node,
+                            count,
+                            first: 3,
+                            values,
+                        }],
+                    }
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                node(),
+                proptest::collection::vec(any::<u32>(), 0..200)
+            )
+                .prop_map(|(session, partition, sequence, node, fingerprints)| {
+                    Message::Resolve {
+                        session,
+                        partition,
+                        sequence,
+                        items: vec![ResolveItem { node, fingerprints }],
+                    }
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(session, partition, resolves, equal, complete)| {
+                    Message::Finish {
+                        session,
+                        partition,
+                        resolves,
+                        equal,
+                        complete,
+                    }
+                }),
+            (any::<u64>(), any::<u32>())
+                .prop_map(|(session, partition)| Message::FinishAck { session, partition }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn round_trip(message in message()) {
+            let bytes = message.encode();
+            prop_assert!(bytes.len() <= MESSAGE_BYTES_MAX);
+            prop_assert_eq!(Message::decode(&bytes), Ok(message));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn corruption_is_detected(message in message(), position in any::<usize>(), flip in 1u8..=255) {
+            let mut bytes = message.encode();
+            let position = position % bytes.len();
+            bytes[position] ^= flip;
+            prop_assert!(Message::decode(&bytes).is_err());
+        }
+
+        #[test]
+        fn truncation_is_detected(message in message(), cut in any::<usize>()) {
+            let bytes = message.encode();
+            let cut = cut % bytes.len();
+            prop_assert!(Message::decode(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn packing_respects_the_limit() {
+        let items: Vec<SketchItem> = (0..10)
+            .map(|i| SketchItem {
+                node: NodeId { level: 7, index: i },
+                count: 5,
+                first: 1,
+                values: vec![7; 128],
+            })
+            .collect();
+        let groups = pack(items);
+        assert_eq!(groups.len(), 10);
+        for group in groups {
+            let message = Message::Sketches {
+                session: 1,
+                partition: 2,
+                items: group,
+            };
+            assert!(message.encode().len() <= MESSAGE_BYTES_MAX);
+        }
+    }
+
+    #[test]
+    fn invalid_fields_are_rejected() {
+        let bad_value = Message::Open {
+            session: 1,
+            partition: 1,
+            count: 1,
+            values: vec![1],
+        };
+        let mut bytes = bad_value.encode();
+        let at = bytes.len() - 8;
+        bytes[at..].copy_from_slice(&P.to_le_bytes());
+        let sum = checksum(&bytes);
+        bytes[4..8].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(
+            Message::decode(&bytes),
+            Err(WireError::Invalid {
+                what: "field value"
+            })
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! One shard: its storage engine, its hybrid logical clock, and its end of the channel mesh.
+//!
+//! A connection hands a batch of key operations split by owner to [`Shard::execute`]: the
+//! local part runs on this shard, the others travel as one [`Message::Request`] per owning shard
+//! and come back as one [`Message::Response`]. **Invariants:** only the owning shard assigns a
+//! version to a key (its HLC is seeded with its engine's `hlc_max`, so versions of a key only
+//! grow, also across restarts); a `Done` is reported only after the engine's group commit is
+//! durable; the receiving loop of the mesh never awaits a send (it spawns), so two shards
+//! answering each other cannot deadlock on full channels.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+use crate::api::metrics::{NodeMetrics, ShardMetrics, StorageSample};
+use crate::config::Config;
+use crate::replication::hlc::{Hlc, wall_clock_ms};
+use crate::runtime::NodeState;
+use crate::runtime::ops::{Message, Op, OpResult};
+use crate::runtime::router::Router;
+use crate::runtime::storage::{Engine, Entry, Limits, Stats, Version};
+
+/// A shard's state, shared by its connection tasks (`Rc`: never leaves its executor).
+pub struct Shard {
+    /// This shard's index, `0..shards`.
+    pub index: usize,
+    /// Key → shard mapping.
+    pub router: Router,
+    /// The node id written into every version.
+    pub node_id: u64,
+    /// The node configuration.
+    pub config: Arc<Config>,
+    /// All shards' metrics.
+    pub metrics: Arc<NodeMetrics>,
+    /// State shared by all shards (stop flag, connection limit).
+    pub node: Arc<NodeState>,
+    /// When the node started.
+    pub started: Instant,
+    /// Connections executing a batch right now (shutdown waits for 0).
+    pub busy: Cell<usize>,
+    /// Set when the shard stops taking new requests.
+    pub closing: Cell<bool>,
+    engine: RefCell<Option<Rc<Engine>>>,
+    limits: Limits,
+    hlc: Cell<Hlc>,
+    senders: Option<Senders<Message>>,
+    pending: RefCell<HashMap<u64, Rc<ReplySlot>>>,
+    next_request_id: Cell<u64>,
+}
+
+/// What [`Shard::new`] needs.
+pub struct ShardParts {
+    /// Shard index.
+    pub index: usize,
+    /// Router.
+    pub router: Router,
+    /// Node id.
+    pub node_id: u64,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Metrics.
+    pub metrics: Arc<NodeMetrics>,
+    /// Shared node state.
+    pub node: Arc<NodeState>,
+    /// The opened engine.
+    pub engine: Engine,
+    /// The engine's limits.
+    pub limits: Limits,
+    /// This shard's senders (`None` with one shard).
+    pub senders: Option<Senders<Message>>,
+}
+
+impl Shard {
+    /// Assembles a shard around an opened engine.
+    pub fn new(parts: ShardParts) -> Rc<Shard> {
+        assert!(parts.index < parts.router.shards());
+        let hlc = Hlc::new(parts.engine.hlc_max());
+        Rc::new(Shard {
+            index: parts.index,
+            router: parts.router,
+            node_id: parts.node_id,
+            config: parts.config,
+            metrics: parts.metrics,
+            node: parts.node,
+            started: Instant::now(),
+            busy: Cell::new(0),
+            closing: Cell::new(false),
+            engine: RefCell::new(Some(Rc::new(parts.engine))),
+            limits: parts.limits,
+            hlc: Cell::new(hlc),
+            senders: parts.senders,
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+        })
+    }
+
+    /// This shard's metrics.
+    pub fn shard_metrics(&self) -> &ShardMetrics {
+        &self.metrics.shards[self.index]
+    }
+
+    /// Number of shards of the node.
+    pub fn shards(&self) -> usize {
+        self.router.shards()
+    }
+
+    fn engine(&self) -> Option<Rc<Engine>> {
+        self.engine.borrow().clone()
+    }
+
+    /// Takes the engine out for closing; later operations fail with "shutting down".
+    pub fn take_engine(&self) -> Option<Rc<Engine>> {
+        self.engine.borrow_mut().take()
+    }
+
+    /// Runs `per_shard[i]` on shard `i` (here or over the mesh) and returns the results in the
+    /// same shape. Remote requests are sent first so all shards work at once.
+    pub async fn execute(self: &Rc<Self>, per_shard: Vec<Vec<Op>>) -> Vec<Vec<OpResult>> {
+        assert_eq!(per_shard.len(), self.shards());
+        let mut local = None;
+        let mut waiting = Vec::new();
+        for (target, ops) in per_shard.into_iter().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            if target == self.index {
+                local = Some(ops);
+            } else {
+                let count = ops.len();
+                waiting.push((target, count, self.forward(target, ops).await));
+            }
+        }
+        let mut results: Vec<Vec<OpResult>> = (0..self.shards()).map(|_| Vec::new()).collect();
+        if let Some(ops) = local {
+            results[self.index] = self.run_ops(ops).await;
+        }
+        for (target, count, reply) in waiting {
+            let answer = match reply {
+                Some(reply) => reply.await,
+                None => vec![
+                    OpResult::Error(format!(
+                        "ERR shard {target} is unavailable (shutting down)"
+                    ));
+                    count
+                ],
+            };
+            assert_eq!(
+                answer.len(),
+                count,
+                "shard {target} answered {} of {count} ops",
+                answer.len()
+            );
+            results[target] = answer;
+        }
+        results
+    }
+
+    /// Sends ops to `target`; `None` if the mesh is closed.
+    async fn forward(&self, target: usize, ops: Vec<Op>) -> Option<ReplyFuture> {
+        let senders = self.senders.as_ref()?;
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let slot = Rc::new(ReplySlot::default());
+        self.pending.borrow_mut().insert(id, slot.clone());
+        self.shard_metrics()
+            .ops_forwarded
+            .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let message = Message::Request {
+            from: self.index,
+            id,
+            ops,
+        };
+        if senders.send_to(target, message).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return None;
+        }
+        Some(ReplyFuture(slot))
+    }
+
+    /// Serves the mesh: requests from other shards run here, responses complete waiting batches.
+    pub fn spawn_mesh_receivers(self: &Rc<Self>, mut receivers: Receivers<Message>) {
+        for (_peer, receiver) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(message) = receiver.recv().await {
+                    shard.on_message(message);
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn on_message(self: &Rc<Self>, message: Message) {
+        match message {
+            Message::Request { from, id, ops } => {
+                self.shard_metrics()
+                    .ops_served_remote
+                    .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let results = shard.run_ops(ops).await;
+                    if let Some(senders) = &shard.senders
+                        && senders
+                            .send_to(from, Message::Response { id, results })
+                            .await
+                            .is_err()
+                    {
+                        tracing::warn!(
+                            shard = shard.index,
+                            to = from,
+                            "could not answer a forwarded request (mesh closed)"
+                        );
+                    }
+                })
+                .detach();
+            }
+            Message::Response { id, results } => {
+                let slot = self.pending.borrow_mut().remove(&id);
+                match slot {
+                    Some(slot) => slot.complete(results),
+                    None => {
+                        tracing::error!(shard = self.index, id, "response for an unknown request");
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_version(&self, wall_ms: u64) -> Version {
+        let mut hlc = self.hlc.get();
+        let version = Version {
+            hlc: hlc.tick(wall_ms),
+            node: self.node_id,
+        };
+        self.hlc.set(hlc);
+        version
+    }
+
+    /// Executes ops for keys this shard owns. Puts and deletes are grouped into as few engine
+    /// applies (group commits) as the batch limits allow.
+    pub async fn run_ops(&self, ops: Vec<Op>) -> Vec<OpResult> {
+        let Some(engine) = self.engine() else {
+            return vec![OpResult::Error("ERR shard is shutting down".into()); ops.len()];
+        };
+        let wall_ms = wall_clock_ms();
+        let mut results = Vec::with_capacity(ops.len());
+        let mut writes = WriteGroup::default();
+        let mut deleted: HashSet<Vec<u8>> = HashSet::new();
+        for op in ops {
+            let result = match op {
+                Op::Get(key) => match engine.get(&key) {
+                    Ok(entry) => OpResult::Value(entry.and_then(|e| e.value)),
+                    Err(error) => OpResult::Error(format!("ERR {error}")),
+                },
+                Op::Exists(key) => live(&engine, &key),
+                Op::Put(key, value) => {
+                    writes.push(
+                        Entry {
+                            key,
+                            value: Some(value),
+                            version: self.next_version(wall_ms),
+                        },
+                        results.len(),
+                    );
+                    OpResult::Done
+                }
+                Op::Del(key) => match live(&engine, &key) {
+                    OpResult::Bool(true) if deleted.insert(key.clone()) => {
+                        writes.push(
+                            Entry {
+                                key,
+                                value: None,
+                                version: self.next_version(wall_ms),
+                            },
+                            results.len(),
+                        );
+                        OpResult::Bool(true)
+                    }
+                    OpResult::Bool(_) => OpResult::Bool(false),
+                    error => error,
+                },
+                Op::PutIf(key, value, condition) => {
+                    // Conditional writes see every earlier write of this batch.
+                    writes.apply(&engine, &self.limits, &mut results).await;
+                    let entry = Entry {
+                        key,
+                        value: Some(value),
+                        version: self.next_version(wall_clock_ms()),
+                    };
+                    match engine.apply_if(entry, condition).await {
+                        Ok(written) => OpResult::Bool(written),
+                        Err(error) => OpResult::Error(format!("ERR {error}")),
+                    }
+                }
+                Op::Scan {
+                    prefix,
+                    after,
+                    limit,
+                } => match engine.scan(&prefix, after.as_deref(), limit) {
+                    Ok(entries) => OpResult::Keys(entries.into_iter().map(|e| e.key).collect()),
+                    Err(error) => OpResult::Error(format!("ERR {error}")),
+                },
+                Op::Stats => OpResult::Stats(Box::new(sample(&engine.stats(), engine.live_keys()))),
+            };
+            results.push(result);
+        }
+        writes.apply(&engine, &self.limits, &mut results).await;
+        results
+    }
+}
+
+fn live(engine: &Engine, key: &[u8]) -> OpResult {
+    match engine.get(key) {
+        Ok(entry) => OpResult::Bool(entry.is_some_and(|e| e.value.is_some())),
+        Err(error) => OpResult::Error(format!("ERR {error}")),
+    }
+}
+
+/// Converts engine statistics into the metrics' sample type.
+fn sample(stats: &Stats, live_keys: u64) -> StorageSample {
+    StorageSample {
+        live_keys,
+        bytes_user: stats.bytes_user,
+        bytes_written_wal: stats.bytes_written_wal,
+        bytes_written_flush: stats.bytes_written_flush,
+        bytes_written_compaction: stats.bytes_written_compaction,
+        write_amplification: stats.write_amplification,
+        memtable_bytes: stats.memtable_bytes,
+        syncs: stats.syncs,
+        writes_synced: stats.writes_synced,
+        duplicates_skipped: stats.duplicates_skipped,
+        flushes: stats.flushes,
+        compactions: stats.compactions,
+        levels: stats
+            .levels
+            .iter()
+            .map(|l| (l.files as u64, l.bytes))
+            .collect(),
+    }
+}
+
+/// Writes collected from one batch, with the index of the result each one answers.
+#[derive(Default)]
+struct WriteGroup {
+    entries: Vec<Entry>,
+    result_indexes: Vec<usize>,
+}
+
+impl WriteGroup {
+    fn push(&mut self, entry: Entry, result_index: usize) {
+        self.entries.push(entry);
+        self.result_indexes.push(result_index);
+    }
+
+    /// Applies everything collected (in chunks within the engine's batch limits) and turns the
+    /// answers of failed chunks into errors. Returns when all of it is durable.
+    async fn apply(&mut self, engine: &Engine, limits: &Limits, results: &mut [OpResult]) {
+        let mut entries = std::mem::take(&mut self.entries).into_iter().peekable();
+        let mut indexes = std::mem::take(&mut self.result_indexes).into_iter();
+        while entries.peek().is_some() {
+            let mut chunk = Vec::new();
+            let mut chunk_bytes = 0;
+            while let Some(entry) = entries.next_if(|e| {
+                let bytes = e.key.len() + e.value.as_ref().map_or(0, Vec::len);
+                chunk.is_empty()
+                    || (chunk.len() < limits.batch_entries_max
+                        && chunk_bytes + bytes <= limits.batch_bytes_max)
+            }) {
+                chunk_bytes += entry.key.len() + entry.value.as_ref().map_or(0, Vec::len);
+                chunk.push(entry);
+            }
+            let chunk_indexes: Vec<usize> = indexes.by_ref().take(chunk.len()).collect();
+            if let Err(error) = engine.apply(chunk).await {
+                for index in chunk_indexes {
+                    results[index] = OpResult::Error(format!("ERR write failed: {error}"));
+                }
+            }
+        }
+    }
+}
+
+/// Where a forwarded request's answer lands (single-threaded: shard-local only).
+#[derive(Default)]
+struct ReplySlot {
+    results: RefCell<Option<Vec<OpResult>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReplySlot {
+    fn complete(&self, results: Vec<OpResult>) {
+        *self.results.borrow_mut() = Some(results);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Resolves when the owning shard has answered.
+struct ReplyFuture(Rc<ReplySlot>);
+
+impl Future for ReplyFuture {
+    type Output = Vec<OpResult>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(results) = self.0.results.borrow_mut().take() {
+            return Poll::Ready(results);
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,566 @@
+//! The engine: the foreground API (apply/get/scan) over memtable + tables, and the background
+//! tasks (WAL writer, flush, compaction) it spawns on its glommio executor.
+//!
+//! **Invariants:** one engine per executor and data dir; all state sits in `RefCell`s borrowed
+//! only between awaits (never across one); versions only grow per key (a write lands only if
+//! newer), so newer layers (memtable, immutable memtable, L0 newest first, L1..) always hold the
+//! newest version and a lookup stops at the first hit.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use glommio::{Latency, Shares, TaskQueueHandle};
+
+use crate::counters::{Counters, add};
+use crate::error::{Error, Result};
+use crate::manifest::{LEVELS, Manifest};
+use crate::memtable::{Item, MemValue, Memtable};
+use crate::merge::{Merge, Source};
+use crate::notify::Notify;
+use crate::sst::bloom;
+use crate::sst::reader::Table;
+use crate::types::{Applied, Condition, Durability, Entry, LevelStats, Options, Stats, Version};
+use crate::wal::record::encode_batch;
+use crate::wal::writer::WalShared;
+
+/// In `Durability::None`, `apply` waits for the WAL writer once this much is queued.
+const WAL_PENDING_BYTES_MAX: usize = 64 << 20;
+
+/// Mutable engine state.
+pub(crate) struct State {
+    pub(crate) mem: Memtable,
+    pub(crate) imm: Option<Rc<Memtable>>,
+    /// WAL segment that started when `imm` froze (the flush edit's `log_number`).
+    pub(crate) imm_log_number: u64,
+    pub(crate) imm_live_keys: u64,
+    pub(crate) flushing: bool,
+    pub(crate) flush_error: Option<Error>,
+    pub(crate) compacting: bool,
+    pub(crate) compaction_failed: bool,
+    /// Per level; L0 newest first, deeper levels sorted by smallest key.
+    pub(crate) levels: Vec<Vec<Rc<Table>>>,
+    pub(crate) next_file: u64,
+}
+
+/// Shared by the `Engine` handle and its background tasks.
+pub(crate) struct Inner {
+    pub(crate) options: Options,
+    pub(crate) dir: PathBuf,
+    pub(crate) state: RefCell<State>,
+    pub(crate) wal: Rc<WalShared>,
+    pub(crate) counters: Rc<Counters>,
+    pub(crate) manifest: RefCell<Manifest>,
+    /// Signalled when a flush or compaction finishes (backpressure, `flush`, `compact`).
+    pub(crate) changed: Notify,
+    /// Signalled when a flush may be due.
+    pub(crate) flush_work: Notify,
+    /// Signalled when compaction may be due.
+    pub(crate) bg_work: Notify,
+    pub(crate) gc_horizon: Cell<u64>,
+    pub(crate) hlc_max: Cell<u64>,
+    pub(crate) live_keys: Cell<u64>,
+    pub(crate) closed: Cell<bool>,
+    pub(crate) next_wal_segment: Cell<u64>,
+    pub(crate) compaction_queue: TaskQueueHandle,
+    pub(crate) _lock: std::fs::File,
+}
+
+/// A per-core LSM storage engine (one per glommio executor; not `Send`).
+pub struct Engine {
+    pub(crate) inner: Rc<Inner>,
+    pub(crate) wal_task: Option<glommio::Task<()>>,
+    pub(crate) flush_task: Option<glommio::Task<()>>,
+    pub(crate) compaction_task: Option<glommio::Task<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Step {
+    Done(Applied, Option<u64>),
+    WaitForFlush,
+    ConditionFailed,
+}
+
+/// The stored version of a key and whether it is live.
+type Stored = Option<(Version, bool)>;
+
+impl Inner {
+    /// The newest stored entry for `key`, tombstones included.
+    pub(crate) fn lookup(&self, state: &State, key: &[u8]) -> Result<Option<Entry>> {
+        let from_mem = |slot: &MemValue| Entry {
+            key: key.to_vec(),
+            value: slot.value.clone(),
+            version: slot.version,
+        };
+        if let Some(slot) = state.mem.get(key) {
+            return Ok(Some(from_mem(slot)));
+        }
+        if let Some(slot) = state.imm.as_ref().and_then(|imm| imm.get(key)) {
+            return Ok(Some(from_mem(slot)));
+        }
+        let hash = bloom::hash_key(key);
+        for table in &state.levels[0] {
+            if let Some(entry) = table.get(key, hash)? {
+                return Ok(Some(entry));
+            }
+        }
+        for level in &state.levels[1..] {
+            let index = level.partition_point(|t| t.meta().largest.as_slice() < key);
+            if let Some(table) = level.get(index)
+                && let Some(entry) = table.get(key, hash)?
+            {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
+    fn stored(&self, state: &State, key: &[u8]) -> Result<Stored> {
+        Ok(self
+            .lookup(state, key)?
+            .map(|e| (e.version, e.value.is_some())))
+    }
+
+    /// Decides, inserts and logs one batch without awaiting.
+    fn try_apply(&self, batch: &[Entry], condition: Option<Condition>) -> Result<Step> {
+        if self.closed.get() {
+            return Err(Error::Closed);
+        }
+        let mut state = self.state.borrow_mut();
+        if state.mem.bytes() >= self.options.memtable_bytes_max {
+            if state.imm.is_some() {
+                return Ok(Step::WaitForFlush);
+            }
+            self.freeze(&mut state);
+        }
+        // Decide every entry first so a read error leaves nothing half-applied.
+        let mut seen: HashMap<&[u8], (Version, bool)> = HashMap::new();
+        let mut decisions = Vec::with_capacity(batch.len());
+        for entry in batch {
+            let stored = match seen.get(entry.key.as_slice()) {
+                Some(known) => Some(*known),
+                None => self.stored(&state, &entry.key)?,
+            };
+            if let Some(condition) = condition {
+                let live = stored.is_some_and(|(_, live)| live);
+                if live != (condition == Condition::Present) {
+                    return Ok(Step::ConditionFailed);
+                }
+            }
+            let newer = stored.is_none_or(|(version, _)| entry.version > version);
+            if newer {
+                seen.insert(&entry.key, (entry.version, entry.value.is_some()));
+            }
+            decisions.push((newer, stored.is_some_and(|(_, live)| live)));
+        }
+        drop(seen);
+        let ticket = self.insert_decided(&mut state, batch, &decisions);
+        Ok(Step::Done(
+            Applied {
+                applied: decisions.iter().map(|(newer, _)| *newer).collect(),
+            },
+            ticket,
+        ))
+    }
+
+    /// Inserts the entries decided newer, logs them as one WAL record, returns the ticket.
+    fn insert_decided(
+        &self,
+        state: &mut State,
+        batch: &[Entry],
+        decisions: &[(bool, bool)],
+    ) -> Option<u64> {
+        let applied: Vec<&Entry> = batch
+            .iter()
+            .zip(decisions)
+            .filter_map(|(e, (newer, _))| newer.then_some(e))
+            .collect();
+        let skipped = (batch.len() - applied.len()) as u64;
+        add(&self.counters.duplicates_skipped, skipped);
+        if applied.is_empty() {
+            return None;
+        }
+        let mut record = Vec::new();
+        encode_batch(&mut record, applied.iter().copied());
+        // Live-count bookkeeping uses the state before this batch, per key in batch order.
+        let mut live: HashMap<&[u8], bool> = HashMap::new();
+        for (entry, (newer, was_live)) in batch.iter().zip(decisions) {
+            if !newer {
+                continue;
+            }
+            let before = *live.get(entry.key.as_slice()).unwrap_or(was_live);
+            let after = entry.value.is_some();
+            live.insert(&entry.key, after);
+            let count = self.live_keys.get();
+            self.live_keys.set(match (before, after) {
+                (false, true) => count + 1,
+                (true, false) => count - 1,
+                _ => count,
+            });
+            add(&self.counters.bytes_user, entry.user_bytes() as u64);
+            self.hlc_max.set(self.hlc_max.get().max(entry.version.hlc));
+            state.mem.insert(
+                entry.key.clone(),
+                MemValue {
+                    version: entry.version,
+                    value: entry.value.clone(),
+                },
+            );
+        }
+        let ticket = self.wal.queue.borrow_mut().append(&record);
+        self.wal.work.notify_all();
+        Some(ticket)
+    }
+
+    /// Applies a batch replayed from the WAL at open (no logging).
+    pub(crate) fn replay_batch(&self, batch: &[Entry]) -> Result<()> {
+        let mut state = self.state.borrow_mut();
+        for entry in batch {
+            let stored = self.stored(&state, &entry.key)?;
+            if stored.is_some_and(|(version, _)| entry.version <= version) {
+                continue;
+            }
+            let was_live = stored.is_some_and(|(_, live)| live);
+            let count = self.live_keys.get();
+            self.live_keys.set(match (was_live, entry.value.is_some()) {
+                (false, true) => count + 1,
+                (true, false) => count - 1,
+                _ => count,
+            });
+            self.hlc_max.set(self.hlc_max.get().max(entry.version.hlc));
+            state.mem.insert(
+                entry.key.clone(),
+                MemValue {
+                    version: entry.version,
+                    value: entry.value.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Turns the memtable into the immutable one, rolls the WAL, starts the flush.
+    fn freeze(&self, state: &mut State) {
+        assert!(state.imm.is_none(), "at most one immutable memtable");
+        let segment = self.next_wal_segment.get();
+        self.next_wal_segment.set(segment + 1);
+        self.wal.queue.borrow_mut().roll_to(segment);
+        self.wal.work.notify_all();
+        state.imm = Some(Rc::new(std::mem::take(&mut state.mem)));
+        state.imm_log_number = segment;
+        state.imm_live_keys = self.live_keys.get();
+        self.start_flush(state);
+    }
+
+    /// Wakes the flush task (never spawns here: glommio runs a spawned task eagerly, which
+    /// would re-enter the `RefCell` borrow the caller holds).
+    fn start_flush(&self, _state: &mut State) {
+        self.flush_work.notify_all();
+    }
+
+    /// Merged sources over everything stored, each starting at `start`.
+    fn sources(&self, state: &State, start: &[u8]) -> Vec<Source<'static>> {
+        let mut sources: Vec<Source<'static>> = Vec::new();
+        let snapshot = |mem: &Memtable| -> Source<'static> {
+            let items: Vec<Result<Item>> = mem
+                .range_from(start)
+                .map(|(k, v)| Ok((k.clone(), v.version, v.value.clone())))
+                .collect();
+            Box::new(items.into_iter())
+        };
+        sources.push(snapshot(&state.mem));
+        if let Some(imm) = &state.imm {
+            sources.push(snapshot(imm));
+        }
+        for level in &state.levels {
+            for table in level {
+                if table.meta().largest.as_slice() >= start {
+                    sources.push(Box::new(table.iter_from(start)));
+                }
+            }
+        }
+        sources
+    }
+}
+
+impl Engine {
+    /// Applies a batch: each entry is written only if its version is newer than the stored one.
+    ///
+    /// Entries are in the memtable (visible to `get`) before the first await; with
+    /// `Durability::Sync` the future resolves after the group commit holding them is durable.
+    pub async fn apply(&self, batch: Vec<Entry>) -> Result<Applied> {
+        self.inner.options.limits.check_batch(&batch)?;
+        match self.apply_inner(&batch, None).await? {
+            Some(applied) => Ok(applied),
+            None => unreachable!("no condition given"),
+        }
+    }
+
+    /// Atomic check-and-write of one entry: `Ok(false)` if `condition` does not hold on the live
+    /// state or the version is not newer (nothing written).
+    pub async fn apply_if(&self, entry: Entry, condition: Condition) -> Result<bool> {
+        self.inner.options.limits.check_entry(&entry)?;
+        let batch = [entry];
+        Ok(self
+            .apply_inner(&batch, Some(condition))
+            .await?
+            .is_some_and(|applied| applied.count() == 1))
+    }
+
+    async fn apply_inner(
+        &self,
+        batch: &[Entry],
+        condition: Option<Condition>,
+    ) -> Result<Option<Applied>> {
+        let inner = &self.inner;
+        let (applied, ticket) = loop {
+            match inner.try_apply(batch, condition)? {
+                Step::Done(applied, ticket) => break (applied, ticket),
+                Step::ConditionFailed => return Ok(None),
+                Step::WaitForFlush => self.wait_for_flush().await?,
+            }
+        };
+        if let Some(ticket) = ticket {
+            self.wait_for_wal(ticket).await?;
+        }
+        Ok(Some(applied))
+    }
+
+    /// Waits until the immutable memtable is flushed; reports (once) a failed flush.
+    async fn wait_for_flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        {
+            let mut state = inner.state.borrow_mut();
+            if let Some(error) = state.flush_error.take() {
+                inner.start_flush(&mut state);
+                return Err(error);
+            }
+            inner.start_flush(&mut state);
+        }
+        inner
+            .changed
+            .wait_for(|| {
+                let state = inner.state.borrow();
+                (state.imm.is_none() || state.flush_error.is_some() || inner.closed.get())
+                    .then_some(())
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn wait_for_wal(&self, ticket: u64) -> Result<()> {
+        let wal = &self.inner.wal;
+        match self.inner.options.durability {
+            Durability::Sync => {
+                wal.progress
+                    .wait_for(|| wal.queue.borrow().outcome(ticket))
+                    .await
+            }
+            Durability::None => {
+                wal.progress
+                    .wait_for(|| {
+                        let queue = wal.queue.borrow();
+                        (queue.pending_bytes() < WAL_PENDING_BYTES_MAX).then_some(())
+                    })
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The stored entry for `key`, tombstones included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        let state = self.inner.state.borrow();
+        self.inner.lookup(&state, key)
+    }
+
+    /// Live entries whose key starts with `prefix`, in key order, strictly after `after` when
+    /// given, at most `limit` of them.
+    pub fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>> {
+        let start = match after {
+            Some(after) if after >= prefix => {
+                let mut successor = after.to_vec();
+                successor.push(0);
+                successor
+            }
+            _ => prefix.to_vec(),
+        };
+        let state = self.inner.state.borrow();
+        let mut out = Vec::new();
+        for item in Merge::new(self.inner.sources(&state, &start)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, version, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if let Some(value) = value {
+                out.push(Entry {
+                    key,
+                    value: Some(value),
+                    version,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored entry including tombstones, in key order (a snapshot taken now).
+    pub fn entries(&self) -> Result<Box<dyn Iterator<Item = Result<Entry>> + '_>> {
+        let state = self.inner.state.borrow();
+        let merge = Merge::new(self.inner.sources(&state, &[]));
+        Ok(Box::new(merge.map(|item| {
+            item.map(|(key, version, value)| Entry {
+                key,
+                value,
+                version,
+            })
+        })))
+    }
+
+    /// Exact count of keys with a live value.
+    pub fn live_keys(&self) -> u64 {
+        self.inner.live_keys.get()
+    }
+
+    /// Largest `version.hlc` ever applied (recovered at open).
+    pub fn hlc_max(&self) -> u64 {
+        self.inner.hlc_max.get()
+    }
+
+    /// Tombstones with `version.hlc < hlc` may be dropped by compaction at the bottom level.
+    pub fn set_gc_horizon(&self, hlc: u64) {
+        self.inner.gc_horizon.set(hlc);
+    }
+
+    /// Counters and the shape of the tree.
+    pub fn stats(&self) -> Stats {
+        let inner = &self.inner;
+        let counters = &inner.counters;
+        let state = inner.state.borrow();
+        let user = counters.bytes_user.get();
+        let (wal, flush, compaction) = (
+            counters.bytes_written_wal.get(),
+            counters.bytes_written_flush.get(),
+            counters.bytes_written_compaction.get(),
+        );
+        Stats {
+            bytes_user: user,
+            bytes_written_wal: wal,
+            bytes_written_flush: flush,
+            bytes_written_compaction: compaction,
+            write_amplification: if user == 0 {
+                0.0
+            } else {
+                (wal + flush + compaction) as f64 / user as f64
+            },
+            levels: state
+                .levels
+                .iter()
+                .map(|level| LevelStats {
+                    files: level.len(),
+                    bytes: level.iter().map(|t| t.meta().size).sum(),
+                })
+                .collect(),
+            memtable_bytes: (state.mem.bytes() + state.imm.as_ref().map_or(0, |m| m.bytes()))
+                as u64,
+            syncs: counters.syncs.get(),
+            writes_synced: counters.writes_synced.get(),
+            duplicates_skipped: counters.duplicates_skipped.get(),
+            wal_tail_records_dropped: counters.wal_tail_records_dropped.get(),
+            live_keys: inner.live_keys.get(),
+            compactions: counters.compactions.get(),
+            flushes: counters.flushes.get(),
+        }
+    }
+
+    /// Writes the memtable to an L0 table and waits until it is in the manifest.
+    pub async fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        loop {
+            {
+                let mut state = inner.state.borrow_mut();
+                if state.imm.is_none() {
+                    if state.mem.is_empty() {
+                        return Ok(());
+                    }
+                    inner.freeze(&mut state);
+                    break;
+                }
+            }
+            self.wait_for_flush().await?;
+        }
+        self.wait_for_flush().await?;
+        let mut state = inner.state.borrow_mut();
+        match state.flush_error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Compacts every table into one level (tests, admin); drops old tombstones.
+    pub async fn compact(&self) -> Result<()> {
+        crate::flush::compact_all(&self.inner).await
+    }
+
+    /// Drains and syncs the WAL, waits for running flushes and compactions, stops the tasks.
+    pub async fn close(mut self) -> Result<()> {
+        let inner = Rc::clone(&self.inner);
+        inner.closed.set(true);
+        inner
+            .changed
+            .wait_for(|| (!inner.state.borrow().flushing).then_some(()))
+            .await;
+        inner.flush_work.notify_all();
+        if let Some(task) = self.flush_task.take() {
+            task.await;
+        }
+        inner.wal.queue.borrow_mut().close();
+        inner.wal.work.notify_all();
+        if let Some(task) = self.wal_task.take() {
+            task.await;
+        }
+        inner.bg_work.notify_all();
+        if let Some(task) = self.compaction_task.take() {
+            task.await;
+        }
+        Ok(())
+    }
+
+    /// Creates the low-priority compaction queue of this executor.
+    pub(crate) fn compaction_queue(shares: usize) -> TaskQueueHandle {
+        glommio::executor().create_task_queue(
+            Shares::Static(shares),
+            Latency::NotImportant,
+            "starling-compaction",
+        )
+    }
+
+    /// Levels as metadata (for picking compactions).
+    pub(crate) fn level_metas(state: &State) -> Vec<Vec<crate::sst::writer::TableMeta>> {
+        let mut metas: Vec<Vec<_>> = state
+            .levels
+            .iter()
+            .map(|level| level.iter().map(|t| t.meta().clone()).collect())
+            .collect();
+        metas.resize(LEVELS, Vec::new());
+        metas
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Dropping without `close` cancels the tasks; nothing acknowledged is lost (the WAL
+        // holds it), unacknowledged `Durability::None` writes may be.
+        self.inner.closed.set(true);
+    }
+}

@@ -1,0 +1,230 @@
+//! Reads a table through `memmap2`: the page cache is the block cache.
+//!
+//! `open` verifies the footer, index and bloom checksums; each data block is verified on its
+//! first use (a bit per block remembers it), so a damaged block is reported as
+//! [`Error::Corruption`] with the file and block offset and never served.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use memmap2::Mmap;
+
+use super::block::{Block, TRAILER_BYTES, verify};
+use super::bloom::Bloom;
+use super::format::{BlockHandle, FOOTER_BYTES, Footer, parse_index};
+use super::writer::{TableMeta, table_path};
+use crate::error::{Error, Result};
+use crate::types::{Entry, Version};
+
+/// An open, immutable table.
+pub struct Table {
+    path: PathBuf,
+    meta: TableMeta,
+    mmap: Mmap,
+    index: Vec<BlockHandle>,
+    bloom: (usize, usize),
+    verified: Vec<Cell<u64>>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("path", &self.path)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl Table {
+    /// Maps `<number>.sst` in `dir` and verifies its footer, index and bloom filter.
+    pub fn open(dir: &Path, meta: TableMeta) -> Result<Table> {
+        let path = table_path(dir, meta.number);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening table {}", path.display()), e))?;
+        let mmap = map(&file).map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let corrupt = |offset: u64, detail: &str| Error::Corruption {
+            file: path.clone(),
+            offset,
+            detail: detail.to_string(),
+        };
+        let footer_at = (mmap.len().saturating_sub(FOOTER_BYTES)) as u64;
+        let footer = Footer::open(&mmap).map_err(|d| corrupt(footer_at, d))?;
+        let index_range = range(
+            footer.index_offset.get(),
+            footer.index_len.get(),
+            mmap.len(),
+        )
+        .ok_or_else(|| corrupt(footer_at, "index range outside the file"))?;
+        let index = parse_index(&mmap[index_range.0..index_range.1])
+            .map_err(|d| corrupt(index_range.0 as u64, d))?;
+        let bloom = range(
+            footer.bloom_offset.get(),
+            footer.bloom_len.get(),
+            mmap.len(),
+        )
+        .ok_or_else(|| corrupt(footer_at, "bloom range outside the file"))?;
+        Bloom::open(&mmap[bloom.0..bloom.1])
+            .ok_or_else(|| corrupt(bloom.0 as u64, "bloom filter checksum mismatch"))?;
+        for handle in &index {
+            range(handle.offset, handle.len, bloom.0)
+                .ok_or_else(|| corrupt(index_range.0 as u64, "block handle outside the data"))?;
+        }
+        let verified = (0..index.len().div_ceil(64))
+            .map(|_| Cell::new(0))
+            .collect();
+        Ok(Table {
+            path,
+            meta,
+            mmap,
+            index,
+            bloom,
+            verified,
+        })
+    }
+
+    /// The manifest's description of this table.
+    pub fn meta(&self) -> &TableMeta {
+        &self.meta
+    }
+
+    fn bloom(&self) -> Bloom<'_> {
+        // Verified in `open`; parsing again is cheap (no checksum) via the unchecked path.
+        Bloom::from_verified(&self.mmap[self.bloom.0..self.bloom.1])
+    }
+
+    /// The verified block `index`.
+    fn block(&self, index: usize) -> Result<Block<'_>> {
+        let handle = &self.index[index];
+        let start = handle.offset as usize;
+        let raw = &self.mmap[start..start + handle.len as usize];
+        let (word, bit) = (&self.verified[index / 64], 1u64 << (index % 64));
+        let corrupt = |detail: &str| Error::Corruption {
+            file: self.path.clone(),
+            offset: handle.offset,
+            detail: detail.to_string(),
+        };
+        if word.get() & bit == 0 {
+            verify(raw).map_err(|e| corrupt(e.0))?;
+            word.set(word.get() | bit);
+        }
+        Block::open_verified(&raw[..raw.len() - TRAILER_BYTES]).map_err(|e| corrupt(e.0))
+    }
+
+    fn corrupt_block(&self, index: usize, detail: &str) -> Error {
+        Error::Corruption {
+            file: self.path.clone(),
+            offset: self.index[index].offset,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The first block whose last key is `>= key`.
+    fn block_for(&self, key: &[u8]) -> usize {
+        self.index.partition_point(|h| h.last_key.as_slice() < key)
+    }
+
+    /// Looks `key` up; `hash` is `bloom::hash_key(key)`.
+    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<Entry>> {
+        if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
+            return Ok(None);
+        }
+        if !self.bloom().may_contain(hash) {
+            return Ok(None);
+        }
+        let index = self.block_for(key);
+        if index >= self.index.len() {
+            return Ok(None);
+        }
+        let block = self.block(index)?;
+        let found = block.get(key).map_err(|e| self.corrupt_block(index, e.0))?;
+        Ok(found.map(|e| Entry {
+            key: e.key,
+            value: e.value.map(<[u8]>::to_vec),
+            version: e.version,
+        }))
+    }
+
+    /// An iterator over entries with key `>= start` (all entries for an empty `start`).
+    pub fn iter_from(self: &Rc<Self>, start: &[u8]) -> TableIter {
+        let block = self.block_for(start);
+        TableIter {
+            table: Rc::clone(self),
+            block,
+            buffer: Vec::new(),
+            position: 0,
+            seek: Some(start.to_vec()),
+            failed: false,
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn map(file: &std::fs::File) -> std::io::Result<Mmap> {
+    // SAFETY: tables are immutable once their manifest edit is written: the engine never opens
+    // them for writing again and only unlinks them, which keeps existing mappings valid.
+    unsafe { Mmap::map(file) }
+}
+
+fn range(offset: u64, len: u64, limit: usize) -> Option<(usize, usize)> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= limit && start < end).then_some((start, end))
+}
+
+/// An owned iterator over a table (decodes one block at a time).
+pub struct TableIter {
+    table: Rc<Table>,
+    block: usize,
+    buffer: Vec<(Vec<u8>, Version, Option<Vec<u8>>)>,
+    position: usize,
+    seek: Option<Vec<u8>>,
+    failed: bool,
+}
+
+impl TableIter {
+    fn load_block(&mut self) -> Result<bool> {
+        if self.block >= self.table.index.len() {
+            return Ok(false);
+        }
+        let block = self.table.block(self.block)?;
+        self.buffer.clear();
+        self.position = 0;
+        let seek = self.seek.take();
+        let iter = match &seek {
+            Some(start) => block.seek(start),
+            None => Ok(block.iter()),
+        }
+        .map_err(|e| self.table.corrupt_block(self.block, e.0))?;
+        for entry in iter {
+            let entry = entry.map_err(|e| self.table.corrupt_block(self.block, e.0))?;
+            self.buffer
+                .push((entry.key, entry.version, entry.value.map(<[u8]>::to_vec)));
+        }
+        self.block += 1;
+        Ok(true)
+    }
+}
+
+impl Iterator for TableIter {
+    type Item = Result<(Vec<u8>, Version, Option<Vec<u8>>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.position >= self.buffer.len() {
+            match self.load_block() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let item = std::mem::take(&mut self.buffer[self.position]);
+        self.position += 1;
+        Some(Ok(item))
+    }
+}
