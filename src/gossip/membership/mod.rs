@@ -255,6 +255,25 @@ impl Membership {
         }
     }
 
+    /// Learns `members` as if their Alive records had arrived by push-pull, but without
+    /// queuing rumors or events: for simulators and tests that start from a converged cluster.
+    /// Records about ourselves, non-Alive records and records beyond `members_max` are skipped.
+    pub fn insert_known_members(&mut self, members: &[Member], now: u64) {
+        for member in members {
+            let known = self.index.contains_key(&member.id);
+            let fits = self.slots.len() < self.config.members_max;
+            if member.id == self.me.id || member.state != MemberState::Alive || known || !fits {
+                continue;
+            }
+            self.index.insert(member.id, self.slots.len());
+            self.slots.push(Slot { member: *member, since_ms: now });
+            self.live_count += 1;
+        }
+        // A fresh shuffled round covers the new members.
+        self.probe_cursor = self.probe_order.len();
+        debug_assert_eq!(self.index.len(), self.slots.len());
+    }
+
     /// Whether `leave` was called and its propagation time is over.
     pub fn has_left(&self) -> bool {
         self.leave_started_ms.is_some() && self.leave_done(self.next_gossip_ms)

@@ -32,6 +32,8 @@ struct Cluster {
     nodes: Vec<Node>,
     by_addr: HashMap<SocketAddr, usize>,
     network: BinaryHeap<InFlight>,
+    /// (due time, node); entries go stale when a node's timeout moves and are skipped then.
+    timers: BinaryHeap<Reverse<(u64, usize)>>,
     rng: SmallRng,
     loss: f64,
     /// Extra one-way latency per node (a "slow" node).
@@ -55,6 +57,7 @@ impl Cluster {
             nodes: Vec::new(),
             by_addr: HashMap::new(),
             network: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
             rng: SmallRng::seed_from_u64(seed),
             loss,
             latency_extra_ms: HashMap::new(),
@@ -99,6 +102,28 @@ impl Cluster {
             self.nodes.push(node);
         }
         self.by_addr.insert(me.addr, index);
+        self.schedule(index);
+    }
+
+    fn schedule(&mut self, index: usize) {
+        if let Some(at) = self.nodes[index].membership.poll_timeout() {
+            self.timers.push(Reverse((at, index)));
+        }
+    }
+
+    /// Whether `index` has a timer due at or before `at` (stale heap entries are not).
+    fn timer_due(&self, index: usize, at: u64) -> bool {
+        let node = &self.nodes[index];
+        !node.crashed && node.membership.poll_timeout().is_some_and(|due| due <= at)
+    }
+
+    /// Starts every node from the converged state (all know all), without join traffic.
+    fn bootstrap(&mut self) {
+        let records: Vec<Member> = self.nodes.iter().map(|node| node.membership.local()).collect();
+        for index in 0..self.nodes.len() {
+            self.nodes[index].membership.insert_known_members(&records, self.now);
+            self.schedule(index);
+        }
     }
 
     fn join_all(&mut self, seeds: &[usize]) {
@@ -127,6 +152,7 @@ impl Cluster {
         while let Some(event) = self.nodes[index].membership.poll_event() {
             self.nodes[index].events.push((now, event));
         }
+        self.schedule(index);
     }
 
     fn send(&mut self, from: usize, to: SocketAddr, datagram: Vec<u8>) {
@@ -173,14 +199,14 @@ impl Cluster {
     /// Advances the virtual clock to `until`, delivering datagrams and firing timers in order.
     fn run_until(&mut self, until: u64) {
         loop {
-            let next_timer = (0..self.nodes.len())
-                .filter(|&index| !self.nodes[index].crashed)
-                .filter_map(|index| self.nodes[index].membership.poll_timeout())
-                .min();
+            while let Some(&Reverse((at, index))) = self.timers.peek()
+                && !self.timer_due(index, at)
+            {
+                self.timers.pop();
+            }
+            let next_timer = self.timers.peek().map(|Reverse(entry)| entry.0);
             let next_datagram = self.network.peek().map(|Reverse(entry)| entry.0);
-            let Some(next) = [next_timer, next_datagram].into_iter().flatten().min() else {
-                break;
-            };
+            let Some(next) = [next_timer, next_datagram].into_iter().flatten().min() else { break };
             if next > until {
                 break;
             }
@@ -188,17 +214,14 @@ impl Cluster {
             while let Some(Reverse(entry)) = self.network.peek()
                 && entry.0 <= self.now
             {
-                let Some(Reverse((_, _, to, from, datagram))) = self.network.pop() else {
-                    break;
-                };
+                let Some(Reverse((_, _, to, from, datagram))) = self.network.pop() else { break };
                 self.deliver(to, from, &datagram);
             }
-            for index in 0..self.nodes.len() {
-                let due = self.nodes[index]
-                    .membership
-                    .poll_timeout()
-                    .is_some_and(|at| at <= self.now);
-                if !self.nodes[index].crashed && due {
+            while let Some(&Reverse((at, index))) = self.timers.peek()
+                && at <= self.now
+            {
+                self.timers.pop();
+                if self.timer_due(index, self.now) {
                     self.nodes[index].membership.handle_timeout(self.now);
                     self.drain(index);
                 }
@@ -500,4 +523,32 @@ fn memory_per_member_is_small() {
     let probe_entry = size_of::<NodeId>();
     let total = slot + index_entry + probe_entry;
     assert!(total <= 112, "{total} bytes per member (slot {slot})");
+}
+
+/// Scale experiment, not part of the suite: `GOSSIP_SCALE_N=2000 cargo nextest run -p starling
+/// --lib scale_experiment --run-ignored only --no-capture`. Prints crash-detection time and
+/// false positives from a converged start.
+#[test]
+#[ignore = "experiment; minutes at large N"]
+fn scale_experiment() {
+    let count: usize = std::env::var("GOSSIP_SCALE_N").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000);
+    let loss: f64 = std::env::var("GOSSIP_SCALE_LOSS").ok().and_then(|n| n.parse().ok()).unwrap_or(0.01);
+    let mut cluster = Cluster::new(count, loss, 11);
+    let steady_ms: u64 = std::env::var("GOSSIP_SCALE_STEADY_MS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    cluster.bootstrap();
+    cluster.run_until(steady_ms);
+    let victim = count / 2;
+    cluster.nodes[victim].crashed = true;
+    let crash_at = cluster.now;
+    let took = cluster.run_until_true(20_000, |cluster| cluster.all_see(victim, MemberState::Dead));
+    let false_deaths: usize = (0..count).filter(|&i| i != victim).map(|i| cluster.deaths_of(i)).sum();
+    let first_death = cluster.nodes.iter().flat_map(|node| node.events.iter()).filter(|(_, event)| {
+        matches!(event, MemberEvent::Died(member) if member.id == node_id(victim))
+    }).map(|(at, _)| at - crash_at).min();
+    eprintln!(
+        "N={count} loss={loss}: detected by all after {took:?} ms (first death {first_death:?} ms), \
+         false deaths {false_deaths}, datagrams {}, node0 {:?}",
+        cluster.sent,
+        cluster.nodes[0].membership.stats()
+    );
 }
