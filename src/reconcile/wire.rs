@@ -60,7 +60,8 @@ const HEADER_BYTES: usize = size_of::<MessageHeader>();
 #[repr(C)]
 struct NodeBytes {
     level: u8,
-    index: U64,
+    /// Levels stop at [`LEVEL_MAX`] < 32, so an index fits 32 bits.
+    index: U32,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
@@ -75,7 +76,7 @@ struct RequestBytes {
 #[repr(C)]
 struct SketchBytes {
     node: NodeBytes,
-    count: U64,
+    count: U32,
     first: u8,
     len: u8,
 }
@@ -84,6 +85,7 @@ struct SketchBytes {
 #[repr(C)]
 struct ResolveBytes {
     node: NodeBytes,
+    width: u8,
     len: U16,
 }
 
@@ -111,13 +113,15 @@ pub struct SketchItem {
     pub values: Vec<u64>,
 }
 
-/// Low 32 bits of elements the receiver holds in `node` and the sender lacks.
+/// The low `8 · width` bits of elements the receiver holds in `node` and the sender lacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolveItem {
     /// The range the elements lie in.
     pub node: NodeId,
-    /// `element as u32` for each element.
-    pub fingerprints: Vec<u32>,
+    /// Bytes per fingerprint, 1..=8.
+    pub width: u8,
+    /// `element mod 2^(8·width)` for each element.
+    pub fingerprints: Vec<u64>,
 }
 
 /// A reconciliation message. `session` and `partition` route it; see the `session` module.
@@ -259,7 +263,7 @@ impl WireItem for SketchItem {
 
 impl WireItem for ResolveItem {
     fn encoded_len(&self) -> usize {
-        size_of::<ResolveBytes>() + 4 * self.fingerprints.len()
+        size_of::<ResolveBytes>() + self.width as usize * self.fingerprints.len()
     }
 }
 
@@ -286,7 +290,7 @@ pub fn pack<T: WireItem>(items: Vec<T>) -> Vec<Vec<T>> {
 fn node_bytes(node: NodeId) -> NodeBytes {
     NodeBytes {
         level: node.level,
-        index: U64::new(node.index),
+        index: U32::new(u32::try_from(node.index).expect("valid nodes have 32-bit indices")),
     }
 }
 
@@ -384,7 +388,8 @@ impl Message {
                     let len = u8::try_from(item.values.len()).expect("at most LEAF_POINTS values");
                     let bytes = SketchBytes {
                         node: node_bytes(item.node),
-                        count: U64::new(item.count),
+                        // Partitions hold fewer than 2^32 elements (documented on `SketchItem`).
+                        count: U32::new(u32::try_from(item.count).unwrap_or(u32::MAX)),
                         first: item.first,
                         len,
                     };
@@ -400,16 +405,17 @@ impl Message {
             } => {
                 for item in items {
                     let len = U16::new(u16::try_from(item.fingerprints.len()).expect("packed"));
-                    body.extend_from_slice(
-                        ResolveBytes {
-                            node: node_bytes(item.node),
-                            len,
-                        }
-                        .as_bytes(),
-                    );
-                    item.fingerprints
-                        .iter()
-                        .for_each(|f| body.extend_from_slice(U32::new(*f).as_bytes()));
+                    let width = item.width;
+                    assert!((1..=8).contains(&width), "fingerprint width {width}");
+                    let header = ResolveBytes {
+                        node: node_bytes(item.node),
+                        width,
+                        len,
+                    };
+                    body.extend_from_slice(header.as_bytes());
+                    for fingerprint in &item.fingerprints {
+                        body.extend_from_slice(&fingerprint.to_le_bytes()[..width as usize]);
+                    }
                 }
                 (KIND_RESOLVE, 0, *sequence, items.len())
             }
@@ -500,7 +506,7 @@ impl Message {
                     let values = read_values(&mut rest, len, truncated)?;
                     list.push(SketchItem {
                         node,
-                        count: raw.count.get(),
+                        count: raw.count.get() as u64,
                         first: raw.first,
                         values,
                     });
@@ -518,13 +524,30 @@ impl Message {
                         ResolveBytes::read_from_prefix(rest).map_err(|_| truncated)?;
                     rest = tail;
                     let node = read_node(raw.node)?;
-                    let len = raw.len.get() as usize;
-                    let (fingerprints, tail) =
-                        <[U32]>::ref_from_prefix_with_elems(rest, len).map_err(|_| truncated)?;
+                    let (len, width) = (raw.len.get() as usize, raw.width as usize);
+                    if !(1..=8).contains(&width) {
+                        return Err(WireError::Invalid {
+                            what: "fingerprint width",
+                        });
+                    }
+                    let bytes_needed = len * width;
+                    if rest.len() < bytes_needed {
+                        return Err(truncated);
+                    }
+                    let (raw_fingerprints, tail) = rest.split_at(bytes_needed);
                     rest = tail;
+                    let fingerprints = raw_fingerprints
+                        .chunks_exact(width)
+                        .map(|chunk| {
+                            let mut word = [0u8; 8];
+                            word[..width].copy_from_slice(chunk);
+                            u64::from_le_bytes(word)
+                        })
+                        .collect();
                     list.push(ResolveItem {
                         node,
-                        fingerprints: fingerprints.iter().map(|f| f.get()).collect(),
+                        width: raw.width,
+                        fingerprints,
                     });
                 }
                 Message::Resolve {
@@ -559,7 +582,7 @@ impl Message {
 fn read_node(raw: NodeBytes) -> Result<NodeId, WireError> {
     let node = NodeId {
         level: raw.level,
-        index: raw.index.get(),
+        index: raw.index.get() as u64,
     };
     if node.is_valid() {
         Ok(node)
@@ -635,7 +658,7 @@ mod tests {
                 any::<u64>(),
                 any::<u32>(),
                 node(),
-                any::<u64>(),
+                any::<u32>().prop_map(u64::from),
                 values(100)
             )
                 .prop_map(|(session, partition, node, count, values)| {
@@ -655,16 +678,25 @@ mod tests {
                 any::<u32>(),
                 any::<u32>(),
                 node(),
-                proptest::collection::vec(any::<u32>(), 0..200)
+                1u8..=8,
+                proptest::collection::vec(any::<u64>(), 0..150)
             )
-                .prop_map(|(session, partition, sequence, node, fingerprints)| {
-                    Message::Resolve {
-                        session,
-                        partition,
-                        sequence,
-                        items: vec![ResolveItem { node, fingerprints }],
+                .prop_map(
+                    |(session, partition, sequence, node, width, fingerprints)| {
+                        let mask = u64::MAX >> (64 - 8 * width as u32);
+                        let fingerprints = fingerprints.into_iter().map(|f| f & mask).collect();
+                        Message::Resolve {
+                            session,
+                            partition,
+                            sequence,
+                            items: vec![ResolveItem {
+                                node,
+                                width,
+                                fingerprints,
+                            }],
+                        }
                     }
-                }),
+                ),
             (
                 any::<u64>(),
                 any::<u32>(),
