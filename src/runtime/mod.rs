@@ -23,10 +23,9 @@ pub mod ops;
 pub mod router;
 pub mod session;
 pub mod shard;
-pub mod storage_shim;
 
-/// The storage engine this runtime drives.
-pub use storage_shim as storage;
+/// The storage engine this runtime drives (one instance per shard).
+pub use starling_storage as storage;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -1,0 +1,119 @@
+//! Start-up checks and the admin port: refused shard-count changes, ports in use, /metrics,
+//! /health, /info and `starling status`.
+
+use std::process::Command;
+
+use crate::support::{Node, NodeOptions, data_dir};
+
+#[test]
+fn a_different_shard_count_is_refused_clearly() {
+    let dir = data_dir();
+    let data = dir.path().join("data");
+    let node = Node::start(
+        &data,
+        &NodeOptions {
+            shards: 2,
+            ..NodeOptions::default()
+        },
+    );
+    assert!(node.stop().success());
+    let error = Node::try_start(
+        &data,
+        &NodeOptions {
+            shards: 1,
+            ..NodeOptions::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        error.contains("created with 2 shards") && error.contains("--shards 2"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = data_dir();
+    let options = NodeOptions {
+        client_port: Some(port),
+        ..NodeOptions::default()
+    };
+    let error = Node::try_start(&dir.path().join("data"), &options)
+        .err()
+        .expect("refused");
+    assert!(
+        error.contains("is in use") && error.contains("--client-addr"),
+        "{error}"
+    );
+}
+
+#[test]
+fn admin_endpoints_and_status_command() {
+    let dir = data_dir();
+    let node = Node::start(&dir.path().join("data"), &NodeOptions::default());
+    let mut c = node.connection();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut c)
+        .expect("SET");
+    let _: Option<String> = redis::cmd("GET").arg("k").query(&mut c).expect("GET");
+
+    let (code, body) = starling::api::admin::get(node.admin_addr(), "/health").expect("health");
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, metrics) =
+        starling::api::admin::get(node.admin_addr(), "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "starling_commands_total{shard=",
+        "command=\"set\"",
+        "starling_command_duration_seconds_bucket{",
+        "starling_connections{shard=\"0\"}",
+        "starling_storage_bytes_written_wal_total{shard=\"1\"}",
+        "starling_storage_write_amplification{shard=\"0\"}",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    let (code, _) = starling::api::admin::get(node.admin_addr(), "/nope").expect("404");
+    assert_eq!(code, 404);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["status", "--admin-addr", &node.admin_addr().to_string()])
+        .output()
+        .expect("run starling status");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    assert_eq!(info["shards"], 2);
+    assert_eq!(info["live_keys"], 1);
+}
+
+#[test]
+fn help_and_bad_config_are_clear() {
+    let output = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("--data-dir") && help.contains("STARLING_DATA_DIR"),
+        "{help}"
+    );
+    let dir = data_dir();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "no_such_key = 1\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_key"));
+}
