@@ -35,6 +35,9 @@ pub struct DisseminationConfig {
     pub seen_ttl_ms: u64,
     /// Most batches held at once; further received batches are acked but not passed on.
     pub held_batches_max: usize,
+    /// Split a received batch's arc at once instead of at the next tick: each hop then costs
+    /// one network delay instead of up to a tick (only the kept part waits for ticks).
+    pub forward_on_receipt: bool,
 }
 
 impl Default for DisseminationConfig {
@@ -46,6 +49,7 @@ impl Default for DisseminationConfig {
             retransmit_after_ms: 150,
             seen_ttl_ms: 60_000,
             held_batches_max: 4_096,
+            forward_on_receipt: true,
         }
     }
 }
@@ -174,17 +178,18 @@ impl Dissemination {
 
     /// One tick: retransmits or gives up unacked sends, splits every held arc among children,
     /// and returns the delegations to send now.
-    /// `position` is this node's ring position.
+    /// `me` is this node (the view may contain it; it is never a child).
     pub fn tick(
         &mut self,
         now_ms: u64,
         view: &[PeerInfo],
-        position: u32,
+        me: NodeId,
         rng: &mut SmallRng,
     ) -> Vec<(Peer, Delegation)> {
+        let position = super::types::ring_position(me);
         let mut sends = self.retransmit(now_ms);
         let batches: Vec<u64> = self.held.keys().copied().collect();
-        let context = Delegate { view, position };
+        let context = Delegate { view, me, position };
         for batch in batches {
             self.delegate(now_ms, batch, context, rng, &mut sends);
         }
@@ -196,6 +201,27 @@ impl Dissemination {
                     .any(|send| send.delegation.batch == *batch)
         });
         self.sweep_seen(now_ms);
+        sends
+    }
+
+    /// Splits the arcs of `batch` now (see `forward_on_receipt`); returns the sends.
+    pub fn forward_now(
+        &mut self,
+        now_ms: u64,
+        batch: u64,
+        view: &[PeerInfo],
+        me: NodeId,
+        rng: &mut SmallRng,
+    ) -> Vec<(Peer, Delegation)> {
+        let position = super::types::ring_position(me);
+        let mut sends = Vec::new();
+        self.delegate(
+            now_ms,
+            batch,
+            Delegate { view, me, position },
+            rng,
+            &mut sends,
+        );
         sends
     }
 
@@ -253,32 +279,34 @@ impl Dissemination {
             return;
         };
         let view = context.view;
-        let arcs = std::mem::take(&mut held.arcs);
+        let fanout = self.config.fanout;
         let mut kept = Vec::new();
         let mut children = Vec::new();
-        for arc in arcs {
-            let members = members_on_arc(view, arc, &held.skip);
-            let fanout = self.config.fanout;
-            let keep = members.len() > fanout;
-            let parts = split(view, arc, &members, if keep { fanout + 1 } else { fanout });
-            // Keep the part around our own position, so no child's arc contains us (a child
-            // would otherwise send the batch back).
-            let mine = parts
-                .iter()
-                .position(|part| part.arc.contains(context.position));
-            let kept_index = if keep { Some(mine.unwrap_or(0)) } else { None };
-            for (index, part) in parts.into_iter().enumerate() {
-                if kept_index == Some(index) {
-                    kept.push(part.arc);
+        for arc in std::mem::take(&mut held.arcs) {
+            // Our own position splits the arc in two; a child's arc must not contain us, or
+            // it would send the batch straight back.
+            let sides: Vec<(Arc, Vec<usize>)> = arcs_without(arc, context.position)
+                .into_iter()
+                .map(|side| {
+                    let members = members_on_arc(view, side, &held.skip);
+                    let members = members.into_iter().filter(|&i| view[i].node != context.me);
+                    (side, members.collect::<Vec<_>>())
+                })
+                .filter(|(_, members)| !members.is_empty())
+                .collect();
+            let shares = shares(
+                &sides.iter().map(|(_, m)| m.len()).collect::<Vec<_>>(),
+                fanout,
+            );
+            for ((side, members), share) in sides.into_iter().zip(shares) {
+                if share == 0 {
+                    kept.push(side);
                     continue;
                 }
-                let child = view[part.members[rng.random_range(0..part.members.len())]];
-                let arc = if mine == Some(index) {
-                    exclude(part.arc, context.position, child.ring)
-                } else {
-                    part.arc
-                };
-                children.push((child, arc));
+                for part in split(view, side, &members, share) {
+                    let child = view[part.members[rng.random_range(0..part.members.len())]];
+                    children.push((child, part.arc));
+                }
             }
         }
         held.arcs = kept;
@@ -321,23 +349,48 @@ impl Dissemination {
 #[derive(Copy, Clone)]
 struct Delegate<'a> {
     view: &'a [PeerInfo],
+    me: NodeId,
     position: u32,
 }
 
-/// The side of `arc` (which contains `position`) that holds `member`, without `position`.
-fn exclude(arc: Arc, position: u32, member: u32) -> Arc {
-    let offset = |x: u32| x.wrapping_sub(arc.lo);
-    if offset(member) > offset(position) {
-        Arc {
+/// `arc` without the single ring position `position`: one or two arcs (none if the arc was
+/// just that position).
+pub fn arcs_without(arc: Arc, position: u32) -> Vec<Arc> {
+    if !arc.contains(position) {
+        return vec![arc];
+    }
+    let mut sides = Vec::with_capacity(2);
+    if position.wrapping_add(1) != arc.hi {
+        sides.push(Arc {
             lo: position.wrapping_add(1),
             hi: arc.hi,
-        }
-    } else {
-        Arc {
+        });
+    }
+    if arc.lo != position {
+        sides.push(Arc {
             lo: arc.lo,
             hi: position,
-        }
+        });
     }
+    sides
+}
+
+/// Children per side: proportional to the members, at least one per side while the fanout
+/// allows (a side with share 0 waits for the next tick).
+fn shares(members: &[usize], fanout: usize) -> Vec<usize> {
+    let total: usize = members.iter().sum();
+    if total <= fanout {
+        return members.to_vec();
+    }
+    let mut shares: Vec<usize> = members
+        .iter()
+        .map(|&count| ((count * fanout + total / 2) / total).clamp(1, fanout))
+        .collect();
+    while shares.iter().sum::<usize>() > fanout {
+        let largest = (0..shares.len()).max_by_key(|&i| shares[i]).unwrap_or(0);
+        shares[largest] -= 1;
+    }
+    shares
 }
 
 /// Groups `entries` by the shard of `peer` that owns each entry's partition.
@@ -351,4 +404,35 @@ fn route(entries: &[WireEntry], peer: PeerInfo, partitions: u16) -> Vec<(u16, Ve
         by_shard.entry(shard).or_default().push(entry.clone());
     }
     by_shard.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn shares_respect_fanout_and_sizes() {
+        assert_eq!(shares(&[2, 1], 4), vec![2, 1]);
+        assert_eq!(shares(&[100, 1], 4), vec![3, 1]);
+        assert_eq!(shares(&[50, 50], 4), vec![2, 2]);
+        assert_eq!(shares(&[10], 4), vec![4]);
+        assert_eq!(shares(&[5, 5], 1), vec![1, 0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn arcs_without_removes_exactly_one_position(lo in any::<u32>(), hi in any::<u32>(), position in any::<u32>(), probe in any::<u32>()) {
+            let arc = Arc { lo, hi };
+            let sides = arcs_without(arc, position);
+            let covered = sides.iter().filter(|side| side.contains(probe)).count();
+            let expected = usize::from(arc.contains(probe) && probe != position);
+            prop_assert_eq!(covered, expected);
+            for probe in [position.wrapping_sub(1), position, position.wrapping_add(1)] {
+                let covered = sides.iter().filter(|side| side.contains(probe)).count();
+                prop_assert_eq!(covered, usize::from(arc.contains(probe) && probe != position));
+            }
+        }
+    }
 }

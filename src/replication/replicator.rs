@@ -126,7 +126,8 @@ pub enum Action {
 pub struct Context<'a> {
     /// The shard's storage (reads only).
     pub store: &'a dyn Store,
-    /// Live peers, sorted by `(ring, node)`, without this node (see `types::sort_view`).
+    /// Live peers, sorted by `(ring, node)` (see `types::sort_view`). It may contain this
+    /// node, which is ignored (so one shared view can serve every node of a simulation).
     pub view: &'a [PeerInfo],
 }
 
@@ -273,10 +274,9 @@ impl Replicator {
     /// The periodic step: new batches, forwarding, retransmits, ack timeouts, anti-entropy.
     pub fn tick(&mut self, now_ms: u64, context: Context<'_>) {
         self.start_batches(now_ms);
-        let position = ring_position(self.me);
         let sends = self
             .dissemination
-            .tick(now_ms, context.view, position, &mut self.rng);
+            .tick(now_ms, context.view, self.me, &mut self.rng);
         self.pack_rumors(sends);
         self.expire_waits(now_ms);
         self.anti_entropy_tick(now_ms, context);
@@ -393,7 +393,9 @@ impl Replicator {
             self.sync_credit -= self.config.sync_interval_ms;
             let partition = self.owned[self.sync_cursor % self.owned.len()];
             self.sync_cursor += 1;
-            let peer = context.view[self.rng.random_range(0..context.view.len())];
+            let Some(peer) = self.random_peer(context.view) else {
+                break;
+            };
             let to = Peer {
                 node: peer.node,
                 shard: peer.owner_shard(partition),
@@ -401,6 +403,24 @@ impl Replicator {
             let digest = anti_entropy::digest(context.store, partition);
             self.stats.sync_rounds += 1;
             self.send(to, &Message::SyncDigest { partition, digest });
+        }
+    }
+
+    /// A uniformly random peer of the view other than this node.
+    fn random_peer(&mut self, view: &[PeerInfo]) -> Option<PeerInfo> {
+        let me = (ring_position(self.me), self.me);
+        let index = view.partition_point(|peer| (peer.ring, peer.node) < me);
+        let contains_me = view.get(index).is_some_and(|peer| peer.node == self.me);
+        let others = view.len() - usize::from(contains_me);
+        if others == 0 {
+            return None;
+        }
+        // Rejection sampling: at most a few draws, since `me` is at most one of the entries.
+        loop {
+            let peer = view[self.rng.random_range(0..view.len())];
+            if peer.node != self.me {
+                return Some(peer);
+            }
         }
     }
 
@@ -455,7 +475,7 @@ impl Replicator {
             }
             Message::SyncEntries { partition, entries } => {
                 if self.owned_or_count(partition) {
-                    self.on_sync_entries(from, entries, context);
+                    self.on_sync_entries(now_ms, from, entries, context);
                 }
             }
         }
@@ -535,6 +555,7 @@ impl Replicator {
             .flat_map(|d| d.entries.iter().cloned())
             .collect();
         self.absorb(
+            now_ms,
             from,
             Purpose::Rumor {
                 from,
@@ -552,14 +573,21 @@ impl Replicator {
         })
     }
 
-    fn on_sync_entries(&mut self, from: Peer, entries: Vec<WireEntry>, context: Context<'_>) {
-        self.absorb(from, Purpose::Sync, entries, context);
+    fn on_sync_entries(
+        &mut self,
+        now_ms: u64,
+        from: Peer,
+        entries: Vec<WireEntry>,
+        context: Context<'_>,
+    ) {
+        self.absorb(now_ms, from, Purpose::Sync, entries, context);
     }
 
     /// Splits received entries into duplicates, inline newer ones and announced newer ones,
     /// then applies (after fetching, if needed) or finishes at once.
     fn absorb(
         &mut self,
+        now_ms: u64,
         from: Peer,
         purpose: Purpose,
         entries: Vec<WireEntry>,
@@ -582,7 +610,7 @@ impl Replicator {
             }
         }
         if inline.is_empty() && fetch.is_empty() {
-            self.finish(purpose, context);
+            self.finish(now_ms, purpose, context);
             return;
         }
         let token = self.token_next;
@@ -612,7 +640,6 @@ impl Replicator {
 
     /// The result of an [`Action::Fetch`]: the entries that arrived (possibly none).
     pub fn fetched(&mut self, now_ms: u64, token: u64, entries: Vec<Entry>, context: Context<'_>) {
-        let _ = now_ms;
         let Some(mut pending) = self.pending.remove(&token) else {
             return;
         };
@@ -627,7 +654,7 @@ impl Replicator {
             }
         }
         if pending.inline.is_empty() {
-            self.finish(pending.purpose, context);
+            self.finish(now_ms, pending.purpose, context);
             return;
         }
         let entries = std::mem::take(&mut pending.inline);
@@ -637,18 +664,17 @@ impl Replicator {
 
     /// The result of an [`Action::Apply`], once durable: per entry, whether it was newer.
     pub fn applied(&mut self, now_ms: u64, token: u64, newer: &[bool], context: Context<'_>) {
-        let _ = now_ms;
         let Some(pending) = self.pending.remove(&token) else {
             return;
         };
         let written = newer.iter().filter(|&&newer| newer).count() as u64;
         self.stats.entries_applied += written;
         self.stats.entries_duplicate += newer.len() as u64 - written;
-        self.finish(pending.purpose, context);
+        self.finish(now_ms, pending.purpose, context);
     }
 
     /// Durable: ack the parent and take on the batches for their arcs.
-    fn finish(&mut self, purpose: Purpose, context: Context<'_>) {
+    fn finish(&mut self, now_ms: u64, purpose: Purpose, context: Context<'_>) {
         let Purpose::Rumor { from, delegations } = purpose else {
             return;
         };
@@ -662,8 +688,16 @@ impl Replicator {
                     .version(&wire.key)
                     .is_some_and(|stored| stored >= wire.version)
             });
+            let batch = delegation.batch;
             self.dissemination
-                .hold(delegation.batch, delegation.arc, delegation.entries);
+                .hold(batch, delegation.arc, delegation.entries);
+            if self.config.dissemination.forward_on_receipt {
+                let (view, me) = (context.view, self.me);
+                let sends = self
+                    .dissemination
+                    .forward_now(now_ms, batch, view, me, &mut self.rng);
+                self.pack_rumors(sends);
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ pub struct Part {
 }
 
 /// View indices of the members on `arc`, in ring order starting at `arc.lo`, without `skip`.
+/// (Callers put their own node id in `skip` when the view may contain it.)
 pub fn members_on_arc(view: &[PeerInfo], arc: Arc, skip: &[NodeId]) -> Vec<usize> {
     if view.is_empty() {
         return Vec::new();

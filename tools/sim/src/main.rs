@@ -1,0 +1,121 @@
+//! `starling-sim`: parses flags, runs one simulation, prints the report.
+
+use clap::Parser;
+
+use starling_sim::{SimConfig, run};
+
+/// Simulates N Starling nodes' replication (dissemination, anti-entropy, acks) on a virtual
+/// clock with a lossy, reordering, partitionable network. The same seed replays the same run.
+#[derive(Parser, Debug)]
+#[command(name = "starling-sim", version)]
+struct Args {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: u32,
+    /// Seed of the run's single RNG.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Datagram loss probability (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    loss: f64,
+    /// Datagram duplication probability (0..1).
+    #[arg(long, default_value_t = 0.001)]
+    duplicate: f64,
+    /// Mean one-way latency in ms (half fixed, half exponential jitter: reordering).
+    #[arg(long, default_value_t = 20.0)]
+    latency_ms: f64,
+    /// Client writes (one every --write-interval-ms from t = 1 s, at random live nodes).
+    #[arg(long, default_value_t = 100)]
+    writes: u32,
+    /// Spacing of writes in ms.
+    #[arg(long, default_value_t = 50)]
+    write_interval_ms: u64,
+    /// Value size of a write in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Key size of a write in bytes (>= 5).
+    #[arg(long, default_value_t = 16)]
+    key_bytes: usize,
+    /// Acknowledge writes after k peers are durable (0 = ack = local).
+    #[arg(long, default_value_t = 0)]
+    ack_peers: usize,
+    /// Split the cluster in two halves at this simulated time (ms).
+    #[arg(long)]
+    partition_at: Option<u64>,
+    /// Heal the partition at this simulated time (ms).
+    #[arg(long)]
+    heal_at: Option<u64>,
+    /// Crash probability per node per simulated second (restart after 2–20 s).
+    #[arg(long, default_value_t = 0.0)]
+    crash_rate: f64,
+    /// Faults happen before this simulated time (ms); then all heal and restart.
+    #[arg(long, default_value_t = 30_000)]
+    duration: u64,
+    /// After --duration, wait at most this long (ms) for every write to reach every node.
+    #[arg(long, default_value_t = 120_000)]
+    settle: u64,
+    /// Gossip tick in ms.
+    #[arg(long, default_value_t = 200)]
+    tick_ms: u64,
+    /// Anti-entropy interval per partition in ms.
+    #[arg(long, default_value_t = 10_000)]
+    sync_interval_ms: u64,
+    /// Partitions (production uses 256; fewer keep large runs small).
+    #[arg(long, default_value_t = 16)]
+    partitions: u16,
+    /// Dissemination fanout per tick.
+    #[arg(long, default_value_t = 4)]
+    fanout: usize,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.nodes >= 2,
+        "--nodes must be at least 2, got {}",
+        args.nodes
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.loss),
+        "--loss must be in [0, 1), got {}",
+        args.loss
+    );
+    anyhow::ensure!(
+        args.key_bytes >= 5,
+        "--key-bytes must be at least 5, got {}",
+        args.key_bytes
+    );
+    anyhow::ensure!(args.fanout >= 1, "--fanout must be at least 1");
+    let config = SimConfig {
+        nodes: args.nodes,
+        seed: args.seed,
+        loss: args.loss,
+        duplicate: args.duplicate,
+        latency_ms: args.latency_ms,
+        writes: args.writes,
+        write_interval_ms: args.write_interval_ms,
+        key_bytes: args.key_bytes,
+        value_bytes: args.value_bytes,
+        ack_peers: args.ack_peers,
+        ack_timeout_ms: 5_000,
+        partition_at_ms: args.partition_at,
+        heal_at_ms: args.heal_at,
+        crash_rate: args.crash_rate,
+        duration_ms: args.duration,
+        settle_ms: args.settle,
+        tick_ms: args.tick_ms,
+        sync_interval_ms: args.sync_interval_ms,
+        partitions: args.partitions,
+        fanout: args.fanout,
+    };
+    let report = run(&config);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(())
+}

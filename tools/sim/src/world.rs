@@ -1,0 +1,633 @@
+//! The simulated world: nodes (replicator + in-memory store), the event loop, fault injection
+//! and the measurements.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use starling::replication::dissemination::DisseminationConfig;
+use starling::replication::types::sort_view;
+use starling::replication::wire::{DATAGRAM_OVERHEAD_BYTES, entry_len, kind};
+use starling::replication::{
+    Ack, Action, Config, Context, Entry, MemStore, Peer, PeerInfo, Replicator, Store, Version,
+};
+
+use crate::network::{Network, NetworkConfig};
+use crate::queue::Queue;
+use crate::report::{Report, quantile};
+
+/// Everything a run depends on (with the seed, the whole run).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Number of nodes.
+    pub nodes: u32,
+    /// Seed of the one RNG.
+    pub seed: u64,
+    /// Datagram loss probability.
+    pub loss: f64,
+    /// Datagram duplication probability.
+    pub duplicate: f64,
+    /// Mean one-way latency (ms).
+    pub latency_ms: f64,
+    /// Client writes, one every `write_interval_ms` from t = 1 s, each at a random live node.
+    pub writes: u32,
+    /// Spacing of writes (ms).
+    pub write_interval_ms: u64,
+    /// Key size of a write (>= 5).
+    pub key_bytes: usize,
+    /// Value size of a write.
+    pub value_bytes: usize,
+    /// 0: `ack = local`; k: `ack = peers:k`.
+    pub ack_peers: usize,
+    /// Timeout of `peers:k` acks (ms).
+    pub ack_timeout_ms: u64,
+    /// Split the cluster in two halves at this time (ms).
+    pub partition_at_ms: Option<u64>,
+    /// Heal the partition at this time (ms); the end of faults heals it anyway.
+    pub heal_at_ms: Option<u64>,
+    /// Crash probability per node per simulated second (restart after 2–20 s).
+    pub crash_rate: f64,
+    /// Faults (crashes, partitions) happen before this time (ms); then everything is healed
+    /// and restarted, and the run continues until every write is everywhere or `settle_ms`
+    /// more have passed.
+    pub duration_ms: u64,
+    /// Longest time after `duration_ms` to wait for convergence (ms).
+    pub settle_ms: u64,
+    /// Gossip tick (ms).
+    pub tick_ms: u64,
+    /// Anti-entropy interval per partition (ms).
+    pub sync_interval_ms: u64,
+    /// Partitions (fewer than production's 256 keeps a 10,000-node run small).
+    pub partitions: u16,
+    /// Dissemination fanout.
+    pub fanout: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 100,
+            seed: 1,
+            loss: 0.01,
+            duplicate: 0.001,
+            latency_ms: 20.0,
+            writes: 100,
+            write_interval_ms: 50,
+            key_bytes: 16,
+            value_bytes: 100,
+            ack_peers: 0,
+            ack_timeout_ms: 5_000,
+            partition_at_ms: None,
+            heal_at_ms: None,
+            crash_rate: 0.0,
+            duration_ms: 30_000,
+            settle_ms: 120_000,
+            tick_ms: 200,
+            sync_interval_ms: 10_000,
+            partitions: 16,
+            fanout: 4,
+        }
+    }
+}
+
+enum Event {
+    Tick {
+        node: u32,
+        epoch: u32,
+    },
+    Deliver {
+        from: u32,
+        to: u32,
+        kind: u8,
+        body: Vec<u8>,
+    },
+    Fetched {
+        node: u32,
+        epoch: u32,
+        token: u64,
+        entries: Vec<Entry>,
+    },
+    Write {
+        index: u32,
+    },
+    Crash {
+        node: u32,
+    },
+    Restart {
+        node: u32,
+    },
+    Partition,
+    Heal,
+    EndFaults,
+}
+
+struct Node {
+    replicator: Replicator,
+    store: MemStore,
+    up: bool,
+    epoch: u32,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_dissemination: u64,
+    bytes_dissemination_body: u64,
+    bytes_sync: u64,
+    crashes: u64,
+    events: u64,
+}
+
+struct Write {
+    version: Version,
+    at_ms: u64,
+    acked: bool,
+    last_receipt_ms: u64,
+    holders: u32,
+}
+
+/// The world of one run.
+struct World {
+    config: SimConfig,
+    rng: SmallRng,
+    queue: Queue<Event>,
+    network: Network,
+    nodes: Vec<Node>,
+    view: Vec<PeerInfo>,
+    writes: Vec<Write>,
+    now_us: u64,
+    faults_over: bool,
+    writes_missing: u64,
+    counters: Counters,
+}
+
+/// Runs one simulation and reports what it measured.
+pub fn run(config: &SimConfig) -> Report {
+    let mut world = World::new(config.clone());
+    world.schedule_initial();
+    world.run_loop();
+    world.report()
+}
+
+impl World {
+    fn new(config: SimConfig) -> World {
+        assert!(config.nodes >= 2, "a simulation needs at least two nodes");
+        assert!(config.key_bytes >= 5, "keys carry a 5-byte write index");
+        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let network = Network::new(NetworkConfig {
+            loss: config.loss,
+            duplicate: config.duplicate,
+            latency_ms: config.latency_ms,
+        });
+        let mut view: Vec<PeerInfo> = (0..config.nodes)
+            .map(|node| PeerInfo::new(u64::from(node), 1))
+            .collect();
+        sort_view(&mut view, u64::MAX);
+        let nodes = (0..config.nodes)
+            .map(|node| Node {
+                replicator: new_replicator(&config, node, rng.random()),
+                store: MemStore::new(config.partitions),
+                up: true,
+                epoch: 0,
+            })
+            .collect();
+        World {
+            config,
+            rng,
+            queue: Queue::default(),
+            network,
+            nodes,
+            view,
+            writes: Vec::new(),
+            now_us: 0,
+            faults_over: false,
+            writes_missing: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_us / 1_000
+    }
+
+    fn schedule_initial(&mut self) {
+        let tick_us = self.config.tick_ms * 1_000;
+        for node in 0..self.config.nodes {
+            let phase = self.rng.random_range(0..tick_us);
+            self.queue.push(phase, Event::Tick { node, epoch: 0 });
+        }
+        for index in 0..self.config.writes {
+            let at_ms = 1_000 + u64::from(index) * self.config.write_interval_ms;
+            self.queue.push(at_ms * 1_000, Event::Write { index });
+        }
+        if let Some(at_ms) = self.config.partition_at_ms {
+            self.queue.push(at_ms * 1_000, Event::Partition);
+        }
+        if let Some(at_ms) = self.config.heal_at_ms {
+            self.queue.push(at_ms * 1_000, Event::Heal);
+        }
+        self.schedule_crashes();
+        self.queue
+            .push(self.config.duration_ms * 1_000, Event::EndFaults);
+    }
+
+    fn schedule_crashes(&mut self) {
+        if self.config.crash_rate <= 0.0 {
+            return;
+        }
+        let duration_s = self.config.duration_ms as f64 / 1_000.0;
+        for node in 0..self.config.nodes {
+            let mut at_s = exponential(&mut self.rng, self.config.crash_rate);
+            while at_s < duration_s {
+                let down_s = 2.0 + 18.0 * self.rng.random::<f64>();
+                let back_s = (at_s + down_s).min(duration_s);
+                self.queue.push((at_s * 1e6) as u64, Event::Crash { node });
+                self.queue
+                    .push((back_s * 1e6) as u64, Event::Restart { node });
+                at_s = back_s + exponential(&mut self.rng, self.config.crash_rate);
+            }
+        }
+    }
+
+    fn run_loop(&mut self) {
+        let end_us = (self.config.duration_ms + self.config.settle_ms) * 1_000;
+        while let Some((at_us, event)) = self.queue.pop() {
+            if at_us > end_us {
+                break;
+            }
+            self.now_us = at_us;
+            self.counters.events += 1;
+            self.handle(event);
+            let all_written = self.writes.len() == self.config.writes as usize;
+            if self.faults_over && all_written && self.writes_missing == 0 {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, epoch } => self.on_tick(node, epoch),
+            Event::Deliver {
+                from,
+                to,
+                kind,
+                body,
+            } => self.on_deliver(from, to, kind, &body),
+            Event::Fetched {
+                node,
+                epoch,
+                token,
+                entries,
+            } => {
+                let target = &mut self.nodes[node as usize];
+                if target.up && target.epoch == epoch {
+                    let context = Context {
+                        store: &target.store,
+                        view: &self.view,
+                    };
+                    target
+                        .replicator
+                        .fetched(self.now_us / 1_000, token, entries, context);
+                    self.drain(node);
+                }
+            }
+            Event::Write { index } => self.on_write(index),
+            Event::Crash { node } => self.crash(node),
+            Event::Restart { node } => self.restart(node),
+            Event::Partition => self.network.partition(self.config.nodes / 2),
+            Event::Heal => self.network.heal(),
+            Event::EndFaults => {
+                self.faults_over = true;
+                self.network.heal();
+                for node in 0..self.config.nodes {
+                    self.restart(node);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, node: u32, epoch: u32) {
+        let now_ms = self.now_ms();
+        let target = &mut self.nodes[node as usize];
+        if !target.up || target.epoch != epoch {
+            return;
+        }
+        let context = Context {
+            store: &target.store,
+            view: &self.view,
+        };
+        target.replicator.tick(now_ms, context);
+        self.drain(node);
+        let next_us = self.now_us + self.config.tick_ms * 1_000;
+        self.queue.push(next_us, Event::Tick { node, epoch });
+    }
+
+    fn on_deliver(&mut self, from: u32, to: u32, kind_byte: u8, body: &[u8]) {
+        let now_ms = self.now_ms();
+        let target = &mut self.nodes[to as usize];
+        if !target.up {
+            return;
+        }
+        let context = Context {
+            store: &target.store,
+            view: &self.view,
+        };
+        let peer = Peer {
+            node: u64::from(from),
+            shard: 0,
+        };
+        let result = target
+            .replicator
+            .receive(now_ms, peer, kind_byte, body, context);
+        assert!(
+            result.is_ok(),
+            "a body the replicator itself encoded failed to decode: {result:?}"
+        );
+        self.drain(to);
+    }
+
+    fn on_write(&mut self, index: u32) {
+        let live: Vec<u32> = (0..self.config.nodes)
+            .filter(|&n| self.nodes[n as usize].up)
+            .collect();
+        let now_ms = self.now_ms();
+        if live.is_empty() {
+            return;
+        }
+        let origin = live[self.rng.random_range(0..live.len())];
+        let version = Version {
+            hlc: now_ms << 16,
+            node: u64::from(origin),
+        };
+        let entry = Entry {
+            key: write_key(index, self.config.key_bytes),
+            value: Some(vec![index as u8; self.config.value_bytes]),
+            version,
+        };
+        self.writes.push(Write {
+            version,
+            at_ms: now_ms,
+            acked: self.config.ack_peers == 0,
+            last_receipt_ms: now_ms,
+            holders: 0,
+        });
+        self.writes_missing += u64::from(self.config.nodes);
+        self.nodes[origin as usize]
+            .store
+            .apply(std::slice::from_ref(&entry));
+        self.record_receipt(index, version);
+        let ack = if self.config.ack_peers == 0 {
+            Ack::Local
+        } else {
+            Ack::Peers {
+                write_id: u64::from(index),
+                peers: self.config.ack_peers,
+                timeout_ms: self.config.ack_timeout_ms,
+            }
+        };
+        self.nodes[origin as usize]
+            .replicator
+            .write(now_ms, entry, ack);
+    }
+
+    fn record_receipt(&mut self, index: u32, version: Version) {
+        let now_ms = self.now_ms();
+        let Some(write) = self.writes.get_mut(index as usize) else {
+            return;
+        };
+        if write.version == version {
+            write.holders += 1;
+            write.last_receipt_ms = now_ms;
+            self.writes_missing -= 1;
+        }
+    }
+
+    fn crash(&mut self, node: u32) {
+        let target = &mut self.nodes[node as usize];
+        if target.up {
+            target.up = false;
+            target.epoch += 1;
+            self.counters.crashes += 1;
+        }
+    }
+
+    /// Restarts a crashed node: its data survived (the store is durable), its protocol state
+    /// did not.
+    fn restart(&mut self, node: u32) {
+        let seed = self.rng.random();
+        let target = &mut self.nodes[node as usize];
+        if target.up {
+            return;
+        }
+        target.up = true;
+        target.epoch += 1;
+        target.replicator = new_replicator(&self.config, node, seed);
+        let phase = self.rng.random_range(0..self.config.tick_ms * 1_000);
+        let epoch = target.epoch;
+        self.queue
+            .push(self.now_us + phase, Event::Tick { node, epoch });
+    }
+
+    fn drain(&mut self, node: u32) {
+        let actions: Vec<Action> = self.nodes[node as usize].replicator.actions().collect();
+        for action in actions {
+            self.perform(node, action);
+        }
+    }
+
+    fn perform(&mut self, node: u32, action: Action) {
+        match action {
+            Action::Send {
+                to,
+                kind: kind_byte,
+                body,
+            } => self.send(node, to, kind_byte, body),
+            Action::Apply { token, entries } => self.apply(node, token, &entries),
+            Action::Fetch { token, from, keys } => self.fetch(node, token, from, &keys),
+            Action::Acked { write_id } => {
+                if let Some(write) = self.writes.get_mut(write_id as usize) {
+                    write.acked = true;
+                }
+            }
+            Action::AckTimeout { .. } => {}
+        }
+    }
+
+    fn send(&mut self, from: u32, to: Peer, kind_byte: u8, mut body: Vec<u8>) {
+        let bytes = (body.len() + DATAGRAM_OVERHEAD_BYTES) as u64;
+        if kind_byte == kind::RUMOR || kind_byte == kind::RUMOR_ACK {
+            self.counters.bytes_dissemination += bytes;
+            self.counters.bytes_dissemination_body += body.len() as u64;
+        } else {
+            self.counters.bytes_sync += bytes;
+        }
+        let to_node = to.node as u32;
+        let delays = self.network.transmit(&mut self.rng, from, to_node);
+        let mut delays = delays.into_iter().peekable();
+        while let Some(delay_us) = delays.next() {
+            // The last copy takes the body; earlier ones (duplicates) clone it.
+            let body = if delays.peek().is_some() {
+                body.clone()
+            } else {
+                std::mem::take(&mut body)
+            };
+            let event = Event::Deliver {
+                from,
+                to: to_node,
+                kind: kind_byte,
+                body,
+            };
+            self.queue.push(self.now_us + delay_us, event);
+        }
+    }
+
+    fn apply(&mut self, node: u32, token: u64, entries: &[Entry]) {
+        let now_ms = self.now_ms();
+        let target = &mut self.nodes[node as usize];
+        let newer = target.store.apply(entries);
+        let context = Context {
+            store: &target.store,
+            view: &self.view,
+        };
+        target.replicator.applied(now_ms, token, &newer, context);
+        for (entry, newer) in entries.iter().zip(&newer) {
+            if let (true, Some(index)) = (*newer, write_index(&entry.key)) {
+                self.record_receipt(index, entry.version);
+            }
+        }
+        self.drain(node);
+    }
+
+    /// A transfer-stream pull: reliable, two one-way delays, fails across a partition or when
+    /// the source is down.
+    fn fetch(&mut self, node: u32, token: u64, from: Peer, keys: &[Vec<u8>]) {
+        let source = from.node as u32;
+        let reachable = self.nodes[source as usize].up && self.network.connected(node, source);
+        let entries = if reachable {
+            keys.iter()
+                .filter_map(|key| self.nodes[source as usize].store.entry(key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let delay_us = self.network.delay_us(&mut self.rng) + self.network.delay_us(&mut self.rng);
+        let epoch = self.nodes[node as usize].epoch;
+        self.queue.push(
+            self.now_us + delay_us,
+            Event::Fetched {
+                node,
+                epoch,
+                token,
+                entries,
+            },
+        );
+    }
+
+    fn report(&self) -> Report {
+        let nodes = u64::from(self.config.nodes);
+        let end_ms = self.now_ms();
+        let mut converge_ms: Vec<u64> = self
+            .writes
+            .iter()
+            .map(|w| {
+                if u64::from(w.holders) == nodes {
+                    w.last_receipt_ms - w.at_ms
+                } else {
+                    end_ms - w.at_ms
+                }
+            })
+            .collect();
+        let mut converge_rounds: Vec<u64> = converge_ms
+            .iter()
+            .map(|ms| ms.div_ceil(self.config.tick_ms))
+            .collect();
+        let writes = self.writes.len().max(1) as f64;
+        let per_update = |bytes: u64| bytes as f64 / nodes as f64 / writes;
+        let entry_bytes = entry_len(self.config.key_bytes, self.config.value_bytes) as u64;
+        let lost = self
+            .writes
+            .iter()
+            .filter(|w| w.acked && u64::from(w.holders) < nodes)
+            .count() as u64;
+        let stats = self.nodes.iter().map(|n| n.replicator.stats());
+        let duplicates = stats.map(|s| s.entries_duplicate).sum();
+        let retransmits = self
+            .nodes
+            .iter()
+            .map(|n| n.replicator.dissemination().stats.retransmits)
+            .sum();
+        let bytes = per_update(self.counters.bytes_dissemination);
+        let body = per_update(self.counters.bytes_dissemination_body);
+        Report {
+            suite: "sim",
+            nodes: self.config.nodes,
+            seed: self.config.seed,
+            loss: self.config.loss,
+            converge_rounds_p99: quantile(&mut converge_rounds, 0.99),
+            converge_ms_p99: quantile(&mut converge_ms, 0.99),
+            bytes_per_node_per_update: round1(bytes),
+            detect_ms_max: 0,
+            false_positives: 0,
+            lost_acked_writes: lost,
+            converged: self.writes_missing == 0,
+            writes: self.writes.len() as u64,
+            writes_acked: self.writes.iter().filter(|w| w.acked).count() as u64,
+            converge_rounds_p50: quantile(&mut converge_rounds, 0.5),
+            converge_rounds_max: quantile(&mut converge_rounds, 1.0),
+            converge_ms_p50: quantile(&mut converge_ms, 0.5),
+            converge_ms_max: quantile(&mut converge_ms, 1.0),
+            body_bytes_per_node_per_update: round1(body),
+            entry_bytes_with_header: entry_bytes,
+            bytes_ratio: round2(bytes / entry_bytes as f64),
+            body_bytes_ratio: round2(body / entry_bytes as f64),
+            sync_bytes_per_node_per_s: round1(
+                self.counters.bytes_sync as f64 / nodes as f64 / (end_ms.max(1) as f64 / 1_000.0),
+            ),
+            membership_bytes_per_node_per_s: 0.0,
+            duplicates,
+            retransmits,
+            crashes: self.counters.crashes,
+            simulated_ms: end_ms,
+            events: self.counters.events,
+        }
+    }
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn exponential(rng: &mut SmallRng, rate: f64) -> f64 {
+    -(1.0 - rng.random::<f64>()).ln() / rate
+}
+
+fn new_replicator(config: &SimConfig, node: u32, seed: u64) -> Replicator {
+    let replication = Config {
+        partitions: config.partitions,
+        shards: 1,
+        shard: 0,
+        sync_interval_ms: config.sync_interval_ms,
+        dissemination: DisseminationConfig {
+            fanout: config.fanout,
+            ..DisseminationConfig::default()
+        },
+    };
+    Replicator::new(replication, u64::from(node), seed)
+}
+
+/// Key of write `index`: `w` + index (big-endian) padded with dots.
+fn write_key(index: u32, key_bytes: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(key_bytes);
+    key.push(b'w');
+    key.extend_from_slice(&index.to_be_bytes());
+    key.resize(key_bytes, b'.');
+    key
+}
+
+fn write_index(key: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = key.get(1..5)?.try_into().ok()?;
+    (key[0] == b'w').then(|| u32::from_be_bytes(bytes))
+}
