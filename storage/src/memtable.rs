@@ -70,7 +70,7 @@ impl Memtable {
     pub fn range_from<'a>(
         &'a self,
         start: &[u8],
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a MemValue)> + 'a {
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a MemValue)> + use<'a> {
         self.map
             .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
     }

@@ -124,8 +124,13 @@ impl Table {
         self.index.partition_point(|h| h.last_key.as_slice() < key)
     }
 
-    /// Looks `key` up; `hash` is `bloom::hash_key(key)`.
-    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<Entry>> {
+    /// Looks `key` up (`hash` is `bloom::hash_key(key)`) and maps the entry without copying.
+    pub fn find<R>(
+        &self,
+        key: &[u8],
+        hash: u64,
+        found: impl FnOnce(&[u8], Version, Option<&[u8]>) -> R,
+    ) -> Result<Option<R>> {
         if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
             return Ok(None);
         }
@@ -137,12 +142,18 @@ impl Table {
             return Ok(None);
         }
         let block = self.block(index)?;
-        let found = block.get(key).map_err(|e| self.corrupt_block(index, e.0))?;
-        Ok(found.map(|e| Entry {
-            key: e.key,
-            value: e.value.map(<[u8]>::to_vec),
-            version: e.version,
-        }))
+        block
+            .find(key, found)
+            .map_err(|e| self.corrupt_block(index, e.0))
+    }
+
+    /// Looks `key` up; `hash` is `bloom::hash_key(key)`.
+    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<Entry>> {
+        self.find(key, hash, |key, version, value| Entry {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            version,
+        })
     }
 
     /// An iterator over entries with key `>= start` (all entries for an empty `start`).
