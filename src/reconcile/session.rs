@@ -39,6 +39,9 @@ pub const OPEN_POINTS: usize = 16;
 /// Most points planned for one piece (≈ 70 expected differences): bounds decode time per piece.
 pub const PIECE_POINTS_MAX: usize = 80;
 
+/// Levels one density probe descends (see `Responder::probe`).
+const PROBE_LEVELS: u32 = 3;
+
 /// Bound on ranges tracked by one responder session.
 const NODES_MAX: usize = 1 << 16;
 
@@ -122,6 +125,12 @@ fn node_contains(node: NodeId, x: u64) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Initiator
 
+/// Resolve messages one session may announce; a `Finish` claiming more is ignored.
+const RESOLVES_MAX: u32 = 1 << 16;
+
+/// Sequence numbers listed in one `Missing` message.
+const MISSING_PER_MESSAGE_MAX: usize = 300;
+
 /// The side that opens a session and answers sketch requests.
 pub struct Initiator {
     session: u64,
@@ -172,7 +181,10 @@ impl Initiator {
         match message {
             Message::Request { items, .. } => {
                 self.heard_back = true;
-                let sketches = items.iter().map(|item| self.answer(item, live)).collect();
+                let sketches = items
+                    .iter()
+                    .flat_map(|item| self.answer(item, live))
+                    .collect();
                 wire::pack(sketches)
                     .into_iter()
                     .map(|items| Message::Sketches {
@@ -186,52 +198,78 @@ impl Initiator {
                 sequence, items, ..
             } => {
                 self.heard_back = true;
-                if self.outcome.is_none() && self.resolves.len() < u16::MAX as usize {
+                if self.outcome.is_none() && *sequence < RESOLVES_MAX {
                     self.resolves
                         .entry(*sequence)
                         .or_insert_with(|| items.clone());
                 }
-                let mut out = vec![Message::ResolveAck {
-                    session,
-                    partition,
-                    sequence: *sequence,
-                }];
-                out.extend(self.try_finish(live));
-                out
+                // Without a Finish yet, nothing to say: resolves are acknowledged by FinishAck.
+                if self.finish.is_some() {
+                    self.try_finish(live)
+                } else {
+                    Vec::new()
+                }
             }
             Message::Finish {
                 resolves,
                 equal,
                 complete,
                 ..
-            } => {
+            } if *resolves <= RESOLVES_MAX => {
                 self.heard_back = true;
+                // A repeated Finish means the responder timed out: say what is missing. The
+                // first one may simply have overtaken resolves still in flight.
+                let repeated = self.finish.is_some();
                 self.finish.get_or_insert((*resolves, *equal, *complete));
-                self.try_finish(live)
+                let out = self.try_finish(live);
+                let finished = out.iter().any(|m| matches!(m, Message::FinishAck { .. }));
+                if repeated || finished {
+                    out
+                } else {
+                    Vec::new()
+                }
             }
             _ => Vec::new(),
         }
     }
 
-    fn answer(&self, item: &RequestItem, live: &PartitionSketch) -> SketchItem {
+    /// The sketches a request item names (one per range of its span).
+    fn answer(&self, item: &RequestItem, live: &PartitionSketch) -> Vec<SketchItem> {
         let (first, len) = (item.first as usize, (item.end - item.first) as usize);
-        let (count, values) = local_values(item.node, first, len, &self.snapshot, live);
-        SketchItem {
-            node: item.node,
-            count,
-            first: item.first,
-            values,
-        }
+        (0..item.span as u64)
+            .map(|offset| {
+                let node = NodeId {
+                    level: item.node.level,
+                    index: item.node.index + offset,
+                };
+                let (count, values) = local_values(node, first, len, &self.snapshot, live);
+                SketchItem {
+                    node,
+                    count,
+                    first: item.first,
+                    values,
+                }
+            })
+            .collect()
     }
 
-    /// Once `Finish` and every resolve have arrived: the outcome and a `FinishAck`.
+    /// After `Finish`: the missing resolves, or (all there) the outcome and a `FinishAck`.
     fn try_finish(&mut self, live: &PartitionSketch) -> Vec<Message> {
         let Some((resolves, equal, complete)) = self.finish else {
             return Vec::new();
         };
+        let (session, partition) = (self.session, self.partition);
         if self.outcome.is_none() {
-            if (0..resolves).any(|sequence| !self.resolves.contains_key(&sequence)) {
-                return Vec::new();
+            let missing: Vec<u32> = (0..resolves)
+                .filter(|sequence| !self.resolves.contains_key(sequence))
+                .take(MISSING_PER_MESSAGE_MAX)
+                .collect();
+            if !missing.is_empty() {
+                return vec![Message::Missing {
+                    session,
+                    partition,
+                    sequences: missing,
+                }];
             }
             let mut to_ship = Vec::new();
             for item in self.resolves.values().flatten() {
@@ -252,18 +290,17 @@ impl Initiator {
                 complete,
             });
         }
-        vec![Message::FinishAck {
-            session: self.session,
-            partition: self.partition,
-        }]
+        vec![Message::FinishAck { session, partition }]
     }
 
     /// Messages to resend after a timeout.
-    pub fn on_timeout(&mut self) -> Vec<Message> {
-        if self.heard_back {
-            Vec::new()
-        } else {
+    pub fn on_timeout(&mut self, live: &PartitionSketch) -> Vec<Message> {
+        if !self.heard_back {
             vec![self.open.clone()]
+        } else if self.finish.is_some() && self.outcome.is_none() {
+            self.try_finish(live)
+        } else {
+            Vec::new()
         }
     }
 
@@ -307,6 +344,7 @@ struct NodeState {
     tried_points: usize,
     derive: Option<Derivation>,
     parked: bool,
+    probe_end: bool,
 }
 
 impl NodeState {
@@ -320,6 +358,7 @@ impl NodeState {
             tried_points: 0,
             derive: None,
             parked: false,
+            probe_end: false,
         }
     }
 
@@ -373,13 +412,12 @@ pub struct Responder {
     solved_differences: u64,
     solved_fraction: f64,
     failed_density_max: f64,
-    probed: bool,
     probe_leaf_sent: bool,
     to_ship: Vec<u64>,
     to_request: Vec<u64>,
     fingerprints: Vec<ResolveItem>,
-    unacked: BTreeMap<u32, Message>,
-    resolves_sent: u32,
+    /// Every resolve sent, by sequence, kept to answer `Missing`.
+    resolves_sent: BTreeMap<u32, Message>,
     finish: Option<Message>,
     finish_acked: bool,
     outcome: Option<Outcome>,
@@ -404,6 +442,7 @@ impl Responder {
         root.count = Some(*count);
         root.theirs[..values.len()].copy_from_slice(values);
         root.known = bits(1, values.len());
+        root.probe_end = true;
         let mut responder = Responder {
             session: *session,
             partition: *partition,
@@ -413,13 +452,11 @@ impl Responder {
             solved_differences: 0,
             solved_fraction: 0.0,
             failed_density_max: 0.0,
-            probed: false,
             probe_leaf_sent: false,
             to_ship: Vec::new(),
             to_request: Vec::new(),
             fingerprints: Vec::new(),
-            unacked: BTreeMap::new(),
-            resolves_sent: 0,
+            resolves_sent: BTreeMap::new(),
             finish: None,
             finish_acked: false,
             outcome: None,
@@ -438,13 +475,16 @@ impl Responder {
                 items.iter().for_each(|item| self.store(item));
                 self.progress(live)
             }
-            Message::ResolveAck { sequence, .. } => {
-                self.unacked.remove(sequence);
-                Vec::new()
+            Message::Missing { sequences, .. } => {
+                let mut out: Vec<Message> = sequences
+                    .iter()
+                    .filter_map(|sequence| self.resolves_sent.get(sequence).cloned())
+                    .collect();
+                out.extend(self.finish.clone());
+                out
             }
             Message::FinishAck { .. } => {
                 self.finish_acked = self.finish.is_some();
-                self.unacked.clear();
                 Vec::new()
             }
             _ => Vec::new(),
@@ -652,13 +692,14 @@ impl Responder {
         let lower_bound = m.saturating_sub(HOLD_BACK) as f64;
         let fraction = (-(id.level as f64)).exp2();
         self.failed_density_max = self.failed_density_max.max(lower_bound / fraction);
-        if id == NodeId::ROOT && !self.probed {
-            self.probed = true;
-            return self.probe(m.min(OPEN_POINTS));
-        }
         let estimate_known = self.solved_differences >= DENSITY_SAMPLES_MIN;
+        let probe_end =
+            std::mem::take(&mut self.nodes.get_mut(&id).expect("node exists").probe_end);
         if !estimate_known && !unpark {
-            if id.level as u32 >= LEAF_BITS && !self.probe_leaf_sent {
+            if probe_end && (id.level as u32) < LEAF_BITS {
+                return self.probe(id, m.min(OPEN_POINTS));
+            }
+            if probe_end && !self.probe_leaf_sent {
                 self.probe_leaf_sent = true;
                 return self.extend(id, LEAF_POINTS); // the probe leaf: measure the density here
             }
@@ -692,15 +733,24 @@ impl Responder {
         self.split(id, shift, child_points);
     }
 
-    /// First failure of the whole range: request the left spine down to a leaf so that ranges
-    /// of every size (1/2 … 1/128) arrive in one round trip.
-    fn probe(&mut self, points: usize) {
-        let mut parent = NodeId::ROOT;
-        for level in 1..=LEAF_BITS as u8 {
+    /// A failure with no density estimate yet: request the left spine [`PROBE_LEVELS`] levels
+    /// down from `from`, so that ranges of 1/2, 1/4, 1/8 of it arrive in one round trip (the
+    /// right siblings by division, so nothing sent is wasted). The deepest left range is the
+    /// next probe end, down to a leaf.
+    fn probe(&mut self, from: NodeId, points: usize) {
+        let depth = PROBE_LEVELS.min(LEAF_BITS - from.level as u32);
+        let mut parent = from;
+        for step in 1..=depth {
             self.split(parent, 1, points);
-            let left = NodeId { level, index: 0 };
-            if level < LEAF_BITS as u8 {
-                self.nodes.get_mut(&left).expect("just created").status = Status::Split;
+            let left = NodeId {
+                level: parent.level + 1,
+                index: parent.index << 1,
+            };
+            let node = self.nodes.get_mut(&left).expect("just created");
+            if step < depth {
+                node.status = Status::Split;
+            } else {
+                node.probe_end = true;
             }
             parent = left;
         }
@@ -717,6 +767,7 @@ impl Responder {
         node.wanted |= bits(m + 1, points);
         self.requests.push(RequestItem {
             node: id,
+            span: 1,
             first: (m + 1) as u8,
             end: (points + 1) as u8,
         });
@@ -742,12 +793,15 @@ impl Responder {
             let mut state = NodeState::new();
             state.wanted = bits(1, points);
             self.nodes.insert(child, state);
-            self.requests.push(RequestItem {
-                node: child,
-                first: 1,
-                end: (points + 1) as u8,
-            });
         }
+        // The siblings are consecutive at one level: one item names them all.
+        debug_assert!(others.len() <= wire::REQUEST_SPAN_MAX as usize);
+        self.requests.push(RequestItem {
+            node: others[0],
+            span: others.len() as u16,
+            first: 1,
+            end: (points + 1) as u8,
+        });
         let mut state = NodeState::new();
         if derivable {
             state.derive = Some(Derivation {
@@ -760,6 +814,7 @@ impl Responder {
             state.wanted = bits(derived_points + 1, points);
             self.requests.push(RequestItem {
                 node: *last,
+                span: 1,
                 first: (derived_points + 1) as u8,
                 end: (points + 1) as u8,
             });
@@ -783,11 +838,11 @@ impl Responder {
             let message = Message::Resolve {
                 session,
                 partition,
-                sequence: self.resolves_sent,
+                sequence: self.resolves_sent.len() as u32,
                 items,
             };
-            self.unacked.insert(self.resolves_sent, message.clone());
-            self.resolves_sent += 1;
+            self.resolves_sent
+                .insert(self.resolves_sent.len() as u32, message.clone());
             out.push(message);
         }
         let settled = self.nodes.values().all(|n| n.status != Status::Active);
@@ -806,7 +861,7 @@ impl Responder {
             let finish = Message::Finish {
                 session,
                 partition,
-                resolves: self.resolves_sent,
+                resolves: self.resolves_sent.len() as u32,
                 equal,
                 complete,
             };
@@ -831,6 +886,7 @@ impl Responder {
                 let last = 128 - missing.leading_zeros() as usize;
                 items.push(RequestItem {
                     node: id,
+                    span: 1,
                     first: first as u8,
                     end: (last + 1) as u8,
                 });
@@ -844,7 +900,6 @@ impl Responder {
                 items,
             })
             .collect();
-        out.extend(self.unacked.values().cloned());
         out.extend(self.finish.clone());
         out
     }
@@ -874,6 +929,8 @@ mod tests {
         duplication: f64,
         in_flight: Vec<Vec<u8>>,
         bytes: usize,
+        by_kind: [usize; 5],
+        values: usize,
     }
 
     impl Channel {
@@ -882,6 +939,17 @@ mod tests {
                 let bytes = message.encode();
                 assert!(bytes.len() <= wire::MESSAGE_BYTES_MAX);
                 self.bytes += bytes.len();
+                let kind = match &message {
+                    Message::Open { .. } => 0,
+                    Message::Request { .. } => 1,
+                    Message::Sketches { items, .. } => {
+                        self.values += items.iter().map(|i| i.values.len()).sum::<usize>();
+                        2
+                    }
+                    Message::Resolve { .. } => 3,
+                    _ => 4,
+                };
+                self.by_kind[kind] += bytes.len();
                 if self.rng.random_bool(self.loss) {
                     continue;
                 }
@@ -894,9 +962,11 @@ mod tests {
 
         fn drain(&mut self) -> Vec<Message> {
             let mut all = std::mem::take(&mut self.in_flight);
-            // Reorder: a random permutation of what is in flight.
-            for i in (1..all.len()).rev() {
-                all.swap(i, self.rng.random_range(0..=i));
+            // Reorder (on the lossy channel): a random permutation of what is in flight.
+            if self.loss > 0.0 {
+                for i in (1..all.len()).rev() {
+                    all.swap(i, self.rng.random_range(0..=i));
+                }
             }
             all.iter()
                 .map(|bytes| Message::decode(bytes).expect("own encoding decodes"))
@@ -922,6 +992,8 @@ mod tests {
             duplication,
             in_flight: Vec::new(),
             bytes: 0,
+            by_kind: [0; 5],
+            values: 0,
         };
         let mut to_a = Channel {
             rng: SmallRng::seed_from_u64(rng.random()),
@@ -929,6 +1001,8 @@ mod tests {
             duplication,
             in_flight: Vec::new(),
             bytes: 0,
+            by_kind: [0; 5],
+            values: 0,
         };
         let (mut initiator, open) = Initiator::start(9, 3, &sketch_a);
         to_b.send(open);
@@ -954,7 +1028,7 @@ mod tests {
                 to_b.send(initiator.handle(&message, &sketch_a));
             }
             if to_a.in_flight.is_empty() && to_b.in_flight.is_empty() {
-                to_b.send(initiator.on_timeout());
+                to_b.send(initiator.on_timeout(&sketch_a));
                 if let Some(responder) = responder.as_mut() {
                     to_a.send(responder.on_timeout());
                 }
@@ -965,6 +1039,13 @@ mod tests {
             initiator.is_done() && responder.is_done(),
             "session did not finish (seed {seed})"
         );
+        if std::env::var_os("RECONCILE_REPORT").is_some() {
+            let kinds: Vec<usize> = (0..5).map(|k| to_a.by_kind[k] + to_b.by_kind[k]).collect();
+            println!(
+                "  open/request/sketch/resolve/other bytes {kinds:?}, sketch values {}",
+                to_a.values
+            );
+        }
         Run {
             bytes: to_a.bytes + to_b.bytes,
             rounds,

@@ -68,6 +68,7 @@ struct NodeBytes {
 #[repr(C)]
 struct RequestBytes {
     node: NodeBytes,
+    span: U16,
     first: u8,
     end: u8,
 }
@@ -92,13 +93,19 @@ struct ResolveBytes {
 /// Ask for the peer's sketch of `node` at the sample points `first..end` (1-based, end exclusive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestItem {
-    /// The range.
+    /// The first range.
     pub node: NodeId,
+    /// Number of ranges wanted: `node` and its next `span − 1` neighbours at the same level
+    /// (1..=[`REQUEST_SPAN_MAX`]); siblings of a split travel as one item.
+    pub span: u16,
     /// First sample point wanted (≥ 1).
     pub first: u8,
     /// One past the last point wanted (≤ LEAF_POINTS + 1).
     pub end: u8,
 }
+
+/// The most ranges one request item may name.
+pub const REQUEST_SPAN_MAX: u16 = 64;
 
 /// The sender's `χ` of `node` at points `first..first + values.len()`, and the node's size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,14 +174,14 @@ pub enum Message {
         /// Fingerprints by range.
         items: Vec<ResolveItem>,
     },
-    /// Initiator → responder: resolve message `sequence` arrived.
-    ResolveAck {
+    /// Initiator → responder, in answer to `Finish`: resolve messages that have not arrived.
+    Missing {
         /// Session id.
         session: u64,
         /// Partition.
         partition: u32,
-        /// The acknowledged resolve message.
-        sequence: u32,
+        /// Their sequence numbers.
+        sequences: Vec<u32>,
     },
     /// Responder → initiator: reconciliation ended after `resolves` resolve messages.
     Finish {
@@ -237,7 +244,7 @@ const KIND_OPEN: u8 = 1;
 const KIND_REQUEST: u8 = 2;
 const KIND_SKETCHES: u8 = 3;
 const KIND_RESOLVE: u8 = 4;
-const KIND_RESOLVE_ACK: u8 = 5;
+const KIND_MISSING: u8 = 5;
 const KIND_FINISH: u8 = 6;
 const KIND_FINISH_ACK: u8 = 7;
 const FLAG_EQUAL: u8 = 1;
@@ -324,7 +331,7 @@ impl Message {
             | Message::Resolve {
                 session, partition, ..
             }
-            | Message::ResolveAck {
+            | Message::Missing {
                 session, partition, ..
             }
             | Message::Finish {
@@ -376,6 +383,7 @@ impl Message {
                 for item in items {
                     let bytes = RequestBytes {
                         node: node_bytes(item.node),
+                        span: U16::new(item.span),
                         first: item.first,
                         end: item.end,
                     };
@@ -419,7 +427,12 @@ impl Message {
                 }
                 (KIND_RESOLVE, 0, *sequence, items.len())
             }
-            Message::ResolveAck { sequence, .. } => (KIND_RESOLVE_ACK, 0, *sequence, 0),
+            Message::Missing { sequences, .. } => {
+                sequences
+                    .iter()
+                    .for_each(|v| body.extend_from_slice(U32::new(*v).as_bytes()));
+                (KIND_MISSING, 0, 0, sequences.len())
+            }
             Message::Finish {
                 resolves,
                 equal,
@@ -479,8 +492,18 @@ impl Message {
                             what: "request point range",
                         });
                     }
+                    let span = raw.span.get();
+                    if span == 0
+                        || span > REQUEST_SPAN_MAX
+                        || node.index + span as u64 > 1 << node.level
+                    {
+                        return Err(WireError::Invalid {
+                            what: "request span",
+                        });
+                    }
                     list.push(RequestItem {
                         node,
+                        span,
                         first: raw.first,
                         end: raw.end,
                     });
@@ -557,11 +580,17 @@ impl Message {
                     items: list,
                 }
             }
-            KIND_RESOLVE_ACK => Message::ResolveAck {
-                session,
-                partition,
-                sequence,
-            },
+            KIND_MISSING => {
+                let (sequences, tail) =
+                    <[U32]>::ref_from_prefix_with_elems(rest, items).map_err(|_| truncated)?;
+                rest = tail;
+                let sequences = sequences.iter().map(|v| v.get()).collect();
+                Message::Missing {
+                    session,
+                    partition,
+                    sequences,
+                }
+            }
             KIND_FINISH => Message::Finish {
                 session,
                 partition,
@@ -649,6 +678,7 @@ mod tests {
                         .into_iter()
                         .map(|(node, first)| RequestItem {
                             node,
+                            span: 1,
                             first,
                             end: first + 1
                         })
