@@ -334,15 +334,13 @@ impl Engine {
         Ok(Some(applied))
     }
 
-    /// Waits until the immutable memtable is flushed; reports (once) a failed flush.
+    /// Waits until the immutable memtable is flushed. After a failed flush it retries once
+    /// and reports the retry's error, so writes stall (not fail) only while the disk is full.
     async fn wait_for_flush(&self) -> Result<()> {
         let inner = &self.inner;
         {
             let mut state = inner.state.borrow_mut();
-            if let Some(error) = state.flush_error.take() {
-                inner.start_flush(&mut state);
-                return Err(error);
-            }
+            state.flush_error = None;
             inner.start_flush(&mut state);
         }
         inner
@@ -353,6 +351,12 @@ impl Engine {
                     .then_some(())
             })
             .await;
+        if let Some(error) = &inner.state.borrow().flush_error {
+            return Err(error.duplicate());
+        }
+        if inner.closed.get() {
+            return Err(Error::Closed);
+        }
         Ok(())
     }
 
@@ -499,12 +503,7 @@ impl Engine {
             }
             self.wait_for_flush().await?;
         }
-        self.wait_for_flush().await?;
-        let mut state = inner.state.borrow_mut();
-        match state.flush_error.take() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.wait_for_flush().await
     }
 
     /// Compacts every table into one level (tests, admin); drops old tombstones.

@@ -2,3 +2,9 @@
 
 mod basic;
 mod common;
+mod corruption;
+mod crash;
+mod enospc;
+mod group_commit;
+mod limits;
+mod model;
