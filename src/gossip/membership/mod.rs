@@ -133,7 +133,12 @@ struct Relay {
     sequence: u32,
     requester: SocketAddr,
     requester_sequence: u32,
+    /// When to nack if the target has not answered (Lifeguard).
     deadline_ms: u64,
+    /// Whether the nack went out; the relay still forwards a late ack until `expiry_ms`.
+    nacked: bool,
+    /// When the requester's probe is over for sure: forget the relay.
+    expiry_ms: u64,
 }
 
 /// The membership state machine of one node (run by shard 0).
@@ -183,11 +188,12 @@ impl Membership {
         // Random phases keep nodes that start together from probing in lockstep.
         let probe_phase = rand::Rng::random_range(&mut rng, 0..config.probe_interval_ms);
         let gossip_phase = rand::Rng::random_range(&mut rng, 0..config.gossip_interval_ms);
+        let push_pull_phase = rand::Rng::random_range(&mut rng, 0..config.push_pull_interval_ms);
         let mut membership = Self {
             broadcasts: BroadcastQueue::new(config.broadcast_queue_max),
             next_probe_ms: now + probe_phase,
             next_gossip_ms: now + gossip_phase,
-            next_push_pull_ms: now + config.push_pull_interval_ms,
+            next_push_pull_ms: now + config.push_pull_interval_ms / 2 + push_pull_phase,
             config,
             me,
             incarnation: 0,
@@ -266,7 +272,10 @@ impl Membership {
                 continue;
             }
             self.index.insert(member.id, self.slots.len());
-            self.slots.push(Slot { member: *member, since_ms: now });
+            self.slots.push(Slot {
+                member: *member,
+                since_ms: now,
+            });
             self.live_count += 1;
         }
         // A fresh shuffled round covers the new members.
