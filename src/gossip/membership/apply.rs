@@ -179,6 +179,11 @@ impl Membership {
         match (was_live, member.state.is_live()) {
             (true, false) => {
                 self.live_count -= 1;
+                if self.reap_queue.len() >= 2 * self.config.members_max {
+                    // Bounded: a member whose entry falls off stays listed as gone (the table
+                    // itself is bounded by members_max) until it changes state again.
+                    self.reap_queue.pop_front();
+                }
                 self.reap_queue.push_back((now, member.id));
             }
             (false, true) => self.live_count += 1,

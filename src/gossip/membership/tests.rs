@@ -605,3 +605,34 @@ fn scale_experiment() {
         cluster.nodes[0].membership.stats()
     );
 }
+
+#[test]
+fn piggyback_fits_the_space_and_absorb_teaches_the_peer() {
+    let local = |index: usize| LocalNode {
+        id: node_id(index),
+        addr: addr(index),
+        shards: 4,
+        partitions: 256,
+    };
+    let mut sender = Membership::new(local(0), Config::default(), 1, 0);
+    let mut receiver = Membership::new(local(1), Config::default(), 2, 0);
+    let mut buffer = vec![0xAA];
+    sender.piggyback(0, &mut buffer);
+    assert_eq!(buffer, vec![0xAA], "no space, nothing appended");
+    sender.piggyback(60, &mut buffer);
+    assert!(buffer.len() - 1 <= 60);
+    assert!(receiver.absorb(&buffer[1..], 10).is_ok());
+    let learned = receiver.member(node_id(0)).copied();
+    assert_eq!(
+        learned.map(|member| (member.shards, member.state)),
+        Some((4, MemberState::Alive))
+    );
+    assert!(
+        matches!(receiver.poll_event(), Some(MemberEvent::Joined(member)) if member.id == node_id(0))
+    );
+    assert!(
+        receiver.absorb(&[3, 1, 2], 10).is_err(),
+        "garbage section rejected"
+    );
+    assert_eq!(receiver.stats().decode_errors, 1);
+}
