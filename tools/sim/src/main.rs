@@ -66,6 +66,16 @@ struct Args {
     /// Dissemination fanout per tick.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes, so keep
+    /// N at a few thousand); "auto" turns it on for N <= 2,000.
+    #[arg(long, default_value = "auto")]
+    membership: String,
+    /// Kill this many random nodes at --kill-at (until --duration) to measure detection.
+    #[arg(long, default_value_t = 0)]
+    kill: u32,
+    /// When to kill them (ms).
+    #[arg(long, default_value_t = 5_000)]
+    kill_at: u64,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -89,6 +99,12 @@ fn main() -> anyhow::Result<()> {
         args.key_bytes
     );
     anyhow::ensure!(args.fanout >= 1, "--fanout must be at least 1");
+    let membership = match args.membership.as_str() {
+        "on" => true,
+        "off" => false,
+        "auto" => args.nodes <= 2_000,
+        other => anyhow::bail!("--membership must be on, off or auto, got {other:?}"),
+    };
     let config = SimConfig {
         nodes: args.nodes,
         seed: args.seed,
@@ -110,6 +126,9 @@ fn main() -> anyhow::Result<()> {
         sync_interval_ms: args.sync_interval_ms,
         partitions: args.partitions,
         fanout: args.fanout,
+        membership,
+        kill: args.kill,
+        kill_at_ms: args.kill_at,
     };
     let report = run(&config);
     if args.json {
