@@ -76,6 +76,13 @@ struct Args {
     /// When to kill them (ms).
     #[arg(long, default_value_t = 5_000)]
     kill_at: u64,
+    /// Run this many consecutive seeds starting at --seed (one line per run).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Exit with status 1 if any run lost an acknowledged write or did not converge (the
+    /// failing seeds are printed, so each can be replayed alone).
+    #[arg(long)]
+    check: bool,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -130,11 +137,26 @@ fn main() -> anyhow::Result<()> {
         kill: args.kill,
         kill_at_ms: args.kill_at,
     };
-    let report = run(&config);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.human());
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed.saturating_add(args.seeds.max(1)) {
+        let report = run(&SimConfig { seed, ..config.clone() });
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", report.human());
+        }
+        if report.lost_acked_writes > 0 || !report.converged {
+            failed.push(seed);
+        }
+    }
+    if args.check && !failed.is_empty() {
+        eprintln!(
+            "starling-sim: {} of {} runs lost an acked write or did not converge; replay with \
+             --seed S --seeds 1 for S in {failed:?}",
+            failed.len(),
+            args.seeds.max(1),
+        );
+        std::process::exit(1);
     }
     Ok(())
 }
