@@ -139,7 +139,10 @@ fn main() -> anyhow::Result<()> {
     };
     let mut failed = Vec::new();
     for seed in args.seed..args.seed.saturating_add(args.seeds.max(1)) {
-        let report = run(&SimConfig { seed, ..config.clone() });
+        let report = run(&SimConfig {
+            seed,
+            ..config.clone()
+        });
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
