@@ -13,7 +13,8 @@ pub struct Report {
     pub seed: u64,
     /// Datagram loss probability.
     pub loss: f64,
-    /// Gossip rounds (ticks) until a write reached every node: p99 over writes.
+    /// Gossip rounds (ticks) until a write reached every node that never crashed: p99 over
+    /// writes. (Crashed nodes catch up by anti-entropy; `converged` covers them.)
     pub converge_rounds_p99: u64,
     /// Simulated milliseconds until a write reached every node: p99 over writes.
     pub converge_ms_p99: u64,
@@ -23,7 +24,7 @@ pub struct Report {
     /// Failure detection: the largest time until every live node marked a crashed node dead
     /// (ms), or 0 when membership was not simulated or nothing crashed.
     pub detect_ms_max: u64,
-    /// Live nodes declared dead by some node.
+    /// Times a live (never crashed) node was declared dead by some node.
     pub false_positives: u64,
     /// Acknowledged writes missing on some node at the end of the run.
     pub lost_acked_writes: u64,
@@ -53,6 +54,8 @@ pub struct Report {
     pub sync_bytes_per_node_per_s: f64,
     /// Membership bytes per node per simulated second (0 without membership).
     pub membership_bytes_per_node_per_s: f64,
+    /// (killed node, healthy observer) pairs where the observer never declared the kill dead.
+    pub undetected: u64,
     /// Received entries that were duplicates (no disk write), over all nodes.
     pub duplicates: u64,
     /// Delegations retransmitted.
@@ -86,7 +89,8 @@ impl Report {
              {body:.1} B body only ({body_ratio:.2}x)\n\
              anti-entropy: {sync:.1} B/node/s; membership: {members:.1} B/node/s\n\
              writes: {writes} issued, {acked} acked, {lost} acked writes lost\n\
-             failure detection: max {detect} ms, {fp} false positives; crashes {crashes}\n\
+             failure detection: max {detect} ms, {undetected} undetected, {fp} false positives; \
+             crashes {crashes}\n\
              duplicates {dups}, retransmits {retx}; {events} events, {sim} ms simulated",
             nodes = self.nodes,
             seed = self.seed,
@@ -110,6 +114,7 @@ impl Report {
             lost = self.lost_acked_writes,
             detect = self.detect_ms_max,
             fp = self.false_positives,
+            undetected = self.undetected,
             crashes = self.crashes,
             dups = self.duplicates,
             retx = self.retransmits,
