@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use glommio::{Latency, Shares, TaskQueueHandle};
 
+use crate::codec::compare_keys;
 use crate::counters::{Counters, add};
 use crate::error::{Error, Result};
 use crate::manifest::{LEVELS, Manifest};
@@ -105,7 +106,8 @@ fn candidate_tables<'a>(
     key: &'a [u8],
 ) -> impl Iterator<Item = &'a Rc<Table>> + 'a {
     let deeper = state.levels[1..].iter().filter_map(move |level| {
-        let index = level.partition_point(|t| t.meta().largest.as_slice() < key);
+        let index = level
+            .partition_point(|t| compare_keys(&t.meta().largest, key) == std::cmp::Ordering::Less);
         level.get(index)
     });
     state.levels[0].iter().chain(deeper)

@@ -8,7 +8,7 @@
 
 use std::cmp::Ordering;
 
-use crate::codec::{Reader, checksum, put_varint};
+use crate::codec::{Reader, checksum, compare_keys, put_varint};
 use crate::types::Version;
 
 /// Entries between two full keys.
@@ -199,7 +199,7 @@ impl<'a> Block<'a> {
         let (mut low, mut high) = (0usize, self.restart_count());
         while high - low > 1 {
             let mid = (low + high) / 2;
-            if self.restart_key(mid)? < target {
+            if compare_keys(self.restart_key(mid)?, target) == Ordering::Less {
                 low = mid;
             } else {
                 high = mid;
@@ -249,7 +249,7 @@ impl<'a> Block<'a> {
     ) -> Result<Option<R>, BlockError> {
         let mut cursor = self.cursor_near(key)?;
         while cursor.advance()? {
-            match cursor.key.as_slice().cmp(key) {
+            match compare_keys(&cursor.key, key) {
                 Ordering::Less => {}
                 Ordering::Equal => {
                     return Ok(Some(found(&cursor.key, cursor.version, cursor.value)));

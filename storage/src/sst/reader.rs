@@ -5,6 +5,7 @@
 //! [`Error::Corruption`] with the file and block offset and never served.
 
 use std::cell::Cell;
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -14,6 +15,7 @@ use super::block::{Block, TRAILER_BYTES, verify};
 use super::bloom::Bloom;
 use super::format::{BlockHandle, FOOTER_BYTES, Footer, parse_index};
 use super::writer::{TableMeta, table_path};
+use crate::codec::compare_keys;
 use crate::error::{Error, Result};
 use crate::types::{Entry, Version};
 
@@ -121,7 +123,8 @@ impl Table {
 
     /// The first block whose last key is `>= key`.
     fn block_for(&self, key: &[u8]) -> usize {
-        self.index.partition_point(|h| h.last_key.as_slice() < key)
+        self.index
+            .partition_point(|h| compare_keys(&h.last_key, key) == Ordering::Less)
     }
 
     /// Looks `key` up (`hash` is `bloom::hash_key(key)`) and maps the entry without copying.
@@ -131,7 +134,9 @@ impl Table {
         hash: u64,
         found: impl FnOnce(&[u8], Version, Option<&[u8]>) -> R,
     ) -> Result<Option<R>> {
-        if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
+        if compare_keys(key, &self.meta.smallest) == Ordering::Less
+            || compare_keys(key, &self.meta.largest) == Ordering::Greater
+        {
             return Ok(None);
         }
         if !self.bloom().may_contain(hash) {

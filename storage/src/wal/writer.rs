@@ -238,14 +238,13 @@ impl Segment {
             let padded = len.next_multiple_of(ALIGN);
             let mut buffer = self.file.alloc_dma_buffer(padded);
             let out = buffer.as_bytes_mut();
-            for (i, byte) in out[..len].iter_mut().enumerate() {
-                let at = done + i;
-                *byte = if at < self.tail.len() {
-                    self.tail[at]
-                } else {
-                    bytes[at - self.tail.len()]
-                };
+            // Bytes [done, done + len) of the logical stream `tail ++ bytes`.
+            let from_tail = self.tail.len().saturating_sub(done).min(len);
+            if from_tail > 0 {
+                out[..from_tail].copy_from_slice(&self.tail[done..done + from_tail]);
             }
+            let bytes_start = (done + from_tail).saturating_sub(self.tail.len());
+            out[from_tail..len].copy_from_slice(&bytes[bytes_start..bytes_start + len - from_tail]);
             out[len..].fill(0);
             let position = start + done as u64;
             let written =
