@@ -112,7 +112,11 @@ mod x86 {
         // SAFETY: AVX2 is present (asserted above) and `body <= values.len() == points.len()`.
         #[allow(unsafe_code)]
         unsafe {
-            avx2_body(&mut values[..body], &points[..body], xs);
+            if points.iter().all(|&z| z < SMALL_POINT_LIMIT) {
+                avx2_body::<true>(&mut values[..body], &points[..body], xs);
+            } else {
+                avx2_body::<false>(&mut values[..body], &points[..body], xs);
+            }
         }
         scalar(&mut values[body..], &points[body..], xs);
     }
@@ -128,17 +132,21 @@ mod x86 {
         scalar(&mut values[body..], &points[body..], xs);
     }
 
-    /// `a · b mod P` for four canonical lanes; the result is canonical.
+    /// Points below this let the AVX2 kernel use `z + (P − x)` unreduced as the factor.
+    const SMALL_POINT_LIMIT: u64 = 1 << 32;
+
+    /// `a · b mod P` for four lanes, lazily reduced: inputs may exceed P slightly
+    /// (a ≤ P + 7, b ≤ P + 2^32), the result is in `0..=P + 3`. Bounds: a_hi, b_hi ≤ 2^29 + 1,
+    /// so the folded sum stays below 2^63 and the final fold adds at most 3.
     #[target_feature(enable = "avx2")]
-    fn mulmod4(a: __m256i, b: __m256i) -> __m256i {
+    fn mulmod4_lazy(a: __m256i, b: __m256i) -> __m256i {
         let p = _mm256_set1_epi64x(P as i64);
         let low29 = _mm256_set1_epi64x((1 << 29) - 1);
         let a_hi = _mm256_srli_epi64::<32>(a);
         let b_hi = _mm256_srli_epi64::<32>(b);
-        let low_low = _mm256_mul_epu32(a, b); // < 2^64
-        let middle = _mm256_add_epi64(_mm256_mul_epu32(a, b_hi), _mm256_mul_epu32(a_hi, b)); // < 2^62
-        let high_high = _mm256_mul_epu32(a_hi, b_hi); // < 2^58
-        // high_high · 2^64 ≡ high_high · 8; middle · 2^32 ≡ (middle >> 29) + (middle mod 2^29) · 2^32.
+        let low_low = _mm256_mul_epu32(a, b);
+        let middle = _mm256_add_epi64(_mm256_mul_epu32(a, b_hi), _mm256_mul_epu32(a_hi, b));
+        let high_high = _mm256_mul_epu32(a_hi, b_hi);
         let high_term = _mm256_slli_epi64::<3>(high_high);
         let middle_term = _mm256_add_epi64(
             _mm256_srli_epi64::<29>(middle),
@@ -148,10 +156,15 @@ mod x86 {
             _mm256_and_si256(low_low, p),
             _mm256_srli_epi64::<61>(low_low),
         );
-        let sum = _mm256_add_epi64(_mm256_add_epi64(high_term, middle_term), low_term); // < 2^63
-        let folded = _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum)); // ≤ P + 3
-        let too_big = _mm256_cmpgt_epi64(folded, _mm256_set1_epi64x(P as i64 - 1));
-        _mm256_sub_epi64(folded, _mm256_and_si256(too_big, p))
+        let sum = _mm256_add_epi64(_mm256_add_epi64(high_term, middle_term), low_term);
+        _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum))
+    }
+
+    /// Maps a lazily reduced lane (≤ P + 3) to `0..P`.
+    #[target_feature(enable = "avx2")]
+    fn canonical4(a: __m256i) -> __m256i {
+        let too_big = _mm256_cmpgt_epi64(a, _mm256_set1_epi64x(P as i64 - 1));
+        _mm256_sub_epi64(a, _mm256_and_si256(too_big, _mm256_set1_epi64x(P as i64)))
     }
 
     /// `z + (P − x)` reduced to `0..P`; `minus_x` holds `P − x` in every lane.
@@ -165,7 +178,7 @@ mod x86 {
     // Indexing by vector number keeps the block in named registers; iterators hide that.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2")]
-    fn avx2_body(values: &mut [u64], points: &[u64], xs: &[u64]) {
+    fn avx2_body<const SMALL_POINTS: bool>(values: &mut [u64], points: &[u64], xs: &[u64]) {
         debug_assert!(values.len().is_multiple_of(4) && values.len() == points.len());
         let mut start = 0;
         while start < values.len() {
@@ -184,8 +197,17 @@ mod x86 {
             for &x in xs {
                 let minus_x = _mm256_set1_epi64x((P - x) as i64);
                 for v in 0..VECTORS_PER_BLOCK {
-                    acc[v] = mulmod4(acc[v], factor4(z[v], minus_x));
+                    // Small points: z + (P − x) ≤ P + 2^32 is a valid lazy factor as it is.
+                    let factor = if SMALL_POINTS {
+                        _mm256_add_epi64(z[v], minus_x)
+                    } else {
+                        factor4(z[v], minus_x)
+                    };
+                    acc[v] = mulmod4_lazy(acc[v], factor);
                 }
+            }
+            for v in 0..vectors {
+                acc[v] = canonical4(acc[v]);
             }
             for v in 0..vectors {
                 let offset = start + 4 * v;
@@ -335,6 +357,18 @@ mod tests {
         }
 
         #[test]
+        fn small_points_match_u128(values in proptest::collection::vec(edge_or_any(), 0..70),
+                                   xs in proptest::collection::vec(edge_or_any(), 0..20)) {
+            // Sample points below 2^32 take the lazily reduced AVX2 path.
+            let points: Vec<u64> = (0..values.len() as u64)
+                .map(|i| [0, 1, (1 << 32) - 1, i + 1][i as usize % 4])
+                .collect();
+            for kernel in Kernel::available() {
+                check(kernel, (values.clone(), points.clone(), xs.clone()));
+            }
+        }
+
+        #[test]
         fn avx512_matches_u128(input in case()) {
             // Runs only where the CPU has AVX-512F (the development machine has not).
             if Kernel::Avx512.is_available() {
@@ -352,6 +386,10 @@ mod tests {
         let xs = vec![0, 1, P - 1, P - 2, 1 << 60];
         for kernel in Kernel::available() {
             check(kernel, (values.clone(), points.clone(), xs.clone()));
+            check(
+                kernel,
+                (values.clone(), vec![(1 << 32) - 1; len], xs.clone()),
+            );
         }
     }
 

@@ -21,8 +21,8 @@
 //! polynomials split into distinct roots that are valid elements, and (on the responder) every
 //! root of Q is one of our elements in that range and no root of P is. A wrong reconstruction
 //! survives the held-back points with probability ≈ ((d_A + d_B)/p)² ≤ 2^−108 per attempt.
-//! The initiator's `to_ship` comes from 32-bit fingerprints and may contain a few extra
-//! elements (never fewer). Element collisions (two entries, one element) happen with
+//! The initiator's `to_ship` comes from short fingerprints and may contain a few extra
+//! elements (at most 1/16 expected per decoded range, never fewer). Element collisions (two entries, one element) happen with
 //! probability ≈ n²/2^62 per partition (2·10^−5 at n = 10^7); see [`element`].
 //!
 //! Anchors (RECONCILE.md §9): minisketch (PinSketch over GF(2^64)) sends 8 B per difference

@@ -16,14 +16,15 @@
 //! stays cheap (its cost grows with the square of a piece's difference).
 //!
 //! Results. The responder learns both differences exactly (roots of P and Q). The initiator
-//! learns which of its elements the responder lacks from 32-bit fingerprints (Resolve
-//! messages): it may ship a few entries the responder already has (expected count ≈ elements in
-//! the range × differences / 2^32 per range), never misses one.
+//! learns which of its elements the responder lacks from fingerprints (Resolve messages), the
+//! low bits of each element (bit-packed), sized per range so that at most 1/16 false match is expected
+//! per range: it may ship a few entries the responder already has, never misses one.
 //!
 //! Loss, duplication, reordering: every message is idempotent. The responder tracks what it
-//! asked for and has not received and re-asks on [`Responder::on_timeout`]; resolves are
-//! acknowledged and resent until acknowledged; `Finish` is resent until `FinishAck`. The
-//! initiator resends `Open` until it hears back.
+//! asked for and has not received and re-asks on [`Responder::on_timeout`]; `Finish` (which
+//! carries the number of resolves) is resent until `FinishAck`; an initiator missing resolves
+//! answers a repeated `Finish` (or its own timeout) with `Missing`, and the responder resends
+//! those. The initiator resends `Open` until it hears back.
 
 use super::decode::{self, HOLD_BACK};
 use super::element::{self, POSITION_BITS};
@@ -38,6 +39,15 @@ pub const OPEN_POINTS: usize = 16;
 
 /// Most points planned for one piece (≈ 70 expected differences): bounds decode time per piece.
 pub const PIECE_POINTS_MAX: usize = 80;
+
+/// A range is cut into pieces only when it is at most this many times the part of the hash
+/// range already decoded (whose differences the density estimate rests on).
+const RISK_FACTOR: f64 = 1e9;
+
+/// Share of the hash range a node covers.
+fn fraction_of(id: NodeId) -> f64 {
+    (-(id.level as f64)).exp2()
+}
 
 /// Levels one density probe descends (see `Responder::probe`).
 const PROBE_LEVELS: u32 = 3;
@@ -126,7 +136,7 @@ fn node_contains(node: NodeId, x: u64) -> bool {
 // Initiator
 
 /// Resolve messages one session may announce; a `Finish` claiming more is ignored.
-const RESOLVES_MAX: u32 = 1 << 16;
+const RESOLVES_MAX: u32 = 4096;
 
 /// Sequence numbers listed in one `Missing` message.
 const MISSING_PER_MESSAGE_MAX: usize = 300;
@@ -274,7 +284,7 @@ impl Initiator {
             let mut to_ship = Vec::new();
             for item in self.resolves.values().flatten() {
                 let wanted: HashSet<u64> = item.fingerprints.iter().copied().collect();
-                let mask = u64::MAX >> (64 - 8 * item.width as u32);
+                let mask = u64::MAX >> (64 - item.width as u32);
                 to_ship.extend(
                     elements_in(item.node, live)
                         .into_iter()
@@ -386,16 +396,17 @@ fn bits(first: usize, last: usize) -> u128 {
     upper & !((1u128 << (first - 1)) - 1)
 }
 
-/// Bytes per fingerprint so that the initiator expects at most 1/64 false matches in a range
-/// of `count` elements holding `roots` fingerprinted ones: ⌈(log2(count · roots) + 6) / 8⌉.
+/// Bits per fingerprint so that the initiator expects at most 1/16 false match in a range of
+/// `count` elements holding `roots` fingerprinted ones: ⌈log2(count · roots)⌉ + 4.
 fn fingerprint_width(count: u64, roots: usize) -> u8 {
     let candidates = count.saturating_mul(roots as u64).max(1);
     let bits = 64 - candidates.leading_zeros() + FINGERPRINT_SPARE_BITS;
-    bits.div_ceil(8).clamp(2, 8) as u8
+    bits.clamp(8, 64) as u8
 }
 
-/// Spare bits in a fingerprint: expected false matches per range ≤ 2^−6.
-const FINGERPRINT_SPARE_BITS: u32 = 6;
+/// Spare bits in a fingerprint: expected false matches per range ≤ 2^−4 (a false match only
+/// ships an entry the peer already has).
+const FINGERPRINT_SPARE_BITS: u32 = 4;
 
 /// Points needed to decode a range expected to hold `expected` differences.
 fn points_for(expected: f64) -> usize {
@@ -528,7 +539,15 @@ impl Responder {
                     .filter(|(_, n)| n.parked)
                     .map(|(id, _)| *id)
                     .collect();
-                for id in parked {
+                // Plan the smallest ranges first: the density estimate sharpens with every
+                // decoded range, so a large range is cut only once the estimate is good.
+                let smallest = parked.iter().map(|id| fraction_of(*id)).fold(1.0, f64::min);
+                let limit = if self.estimate_known() {
+                    (RISK_FACTOR * self.solved_fraction).max(smallest)
+                } else {
+                    1.0
+                };
+                for id in parked.into_iter().filter(|id| fraction_of(*id) <= limit) {
                     self.plan(id, true);
                 }
                 changed = true;
@@ -659,7 +678,7 @@ impl Responder {
         if !difference.only_in_numerator.is_empty() {
             let roots = difference.only_in_numerator.len();
             let width = fingerprint_width(node.count.unwrap_or(u64::MAX), roots);
-            let mask = u64::MAX >> (64 - 8 * width as u32);
+            let mask = u64::MAX >> (64 - width as u32);
             let fingerprints = difference
                 .only_in_numerator
                 .iter()
@@ -675,10 +694,19 @@ impl Responder {
         self.to_ship.extend(difference.only_in_denominator);
     }
 
+    fn estimate_known(&self) -> bool {
+        self.solved_differences >= DENSITY_SAMPLES_MIN
+    }
+
     /// Differences per whole range, estimated from decoded ranges and failures.
     fn density(&self) -> f64 {
         if self.solved_differences >= DENSITY_SAMPLES_MIN {
-            (self.solved_differences as f64 / self.solved_fraction).max(self.failed_density_max)
+            // Failures are not mixed in: the largest failure lower bound is a maximum over many
+            // noisy ranges and would inflate the estimate (and the bytes sent).
+            // One standard deviation below the Poisson count: underestimates cost an extension
+            // (a few points), overestimates cost points that are never needed.
+            let solved = self.solved_differences as f64;
+            (solved - solved.sqrt()).max(1.0) / self.solved_fraction
         } else {
             2.0 * self.failed_density_max
         }
@@ -692,7 +720,11 @@ impl Responder {
         let lower_bound = m.saturating_sub(HOLD_BACK) as f64;
         let fraction = (-(id.level as f64)).exp2();
         self.failed_density_max = self.failed_density_max.max(lower_bound / fraction);
-        let estimate_known = self.solved_differences >= DENSITY_SAMPLES_MIN;
+        let estimate_known = self.estimate_known();
+        if estimate_known && !unpark && fraction > RISK_FACTOR * self.solved_fraction {
+            self.nodes.get_mut(&id).expect("node exists").parked = true;
+            return;
+        }
         let probe_end =
             std::mem::take(&mut self.nodes.get_mut(&id).expect("node exists").probe_end);
         if !estimate_known && !unpark {
@@ -708,6 +740,7 @@ impl Responder {
         }
         let expected = (self.density() * fraction).max(lower_bound + 1.0);
         let needed = points_for(expected);
+
         // Below a leaf, ranges are cut by rescanning the leaf's elements: extend as far as possible first.
         let points_max = if id.level as u32 >= LEAF_BITS {
             LEAF_POINTS
@@ -1191,8 +1224,12 @@ mod tests {
     #[test]
     #[ignore = "a report, not a check"]
     fn bytes_report() {
+        let n: usize = std::env::var("RECONCILE_REPORT_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30_000);
         for d in [10usize, 20, 50, 100, 300, 1_000, 3_000, 10_000] {
-            let (a, b) = sets(30_000, d.div_ceil(2), d / 2, d as u64);
+            let (a, b) = sets(n - d.div_ceil(2), d.div_ceil(2), d / 2, d as u64);
             let run = reconcile(&a, &b, 0.0, 0.0, 1);
             check(&a, &b, &run);
             let target = 12.0 * d as f64 + 1024.0;

@@ -120,14 +120,15 @@ pub struct SketchItem {
     pub values: Vec<u64>,
 }
 
-/// The low `8 · width` bits of elements the receiver holds in `node` and the sender lacks.
+/// The low `width` bits of elements the receiver holds in `node` and the sender lacks,
+/// bit-packed on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolveItem {
     /// The range the elements lie in.
     pub node: NodeId,
-    /// Bytes per fingerprint, 1..=8.
+    /// Bits per fingerprint, 1..=64.
     pub width: u8,
-    /// `element mod 2^(8·width)` for each element.
+    /// `element mod 2^width` for each element.
     pub fingerprints: Vec<u64>,
 }
 
@@ -270,7 +271,7 @@ impl WireItem for SketchItem {
 
 impl WireItem for ResolveItem {
     fn encoded_len(&self) -> usize {
-        size_of::<ResolveBytes>() + self.width as usize * self.fingerprints.len()
+        size_of::<ResolveBytes>() + (self.width as usize * self.fingerprints.len()).div_ceil(8)
     }
 }
 
@@ -414,16 +415,14 @@ impl Message {
                 for item in items {
                     let len = U16::new(u16::try_from(item.fingerprints.len()).expect("packed"));
                     let width = item.width;
-                    assert!((1..=8).contains(&width), "fingerprint width {width}");
+                    assert!((1..=64).contains(&width), "fingerprint width {width}");
                     let header = ResolveBytes {
                         node: node_bytes(item.node),
                         width,
                         len,
                     };
                     body.extend_from_slice(header.as_bytes());
-                    for fingerprint in &item.fingerprints {
-                        body.extend_from_slice(&fingerprint.to_le_bytes()[..width as usize]);
-                    }
+                    pack_bits(&item.fingerprints, width as u32, body);
                 }
                 (KIND_RESOLVE, 0, *sequence, items.len())
             }
@@ -548,25 +547,18 @@ impl Message {
                     rest = tail;
                     let node = read_node(raw.node)?;
                     let (len, width) = (raw.len.get() as usize, raw.width as usize);
-                    if !(1..=8).contains(&width) {
+                    if !(1..=64).contains(&width) {
                         return Err(WireError::Invalid {
                             what: "fingerprint width",
                         });
                     }
-                    let bytes_needed = len * width;
+                    let bytes_needed = (len * width).div_ceil(8);
                     if rest.len() < bytes_needed {
                         return Err(truncated);
                     }
                     let (raw_fingerprints, tail) = rest.split_at(bytes_needed);
                     rest = tail;
-                    let fingerprints = raw_fingerprints
-                        .chunks_exact(width)
-                        .map(|chunk| {
-                            let mut word = [0u8; 8];
-                            word[..width].copy_from_slice(chunk);
-                            u64::from_le_bytes(word)
-                        })
-                        .collect();
+                    let fingerprints = unpack_bits(raw_fingerprints, width as u32, len);
                     list.push(ResolveItem {
                         node,
                         width: raw.width,
@@ -606,6 +598,45 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+/// Appends `values` (each `< 2^bits`) as a little-endian bit stream, padded to a byte.
+fn pack_bits(values: &[u64], bits: u32, out: &mut Vec<u8>) {
+    let mut buffer: u128 = 0;
+    let mut held = 0u32;
+    for &value in values {
+        debug_assert!(bits == 64 || value >> bits == 0);
+        buffer |= (value as u128) << held;
+        held += bits;
+        while held >= 8 {
+            out.push(buffer as u8);
+            buffer >>= 8;
+            held -= 8;
+        }
+    }
+    if held > 0 {
+        out.push(buffer as u8);
+    }
+}
+
+/// Reads `count` values of `bits` bits from a stream written by `pack_bits`; `bytes` must
+/// hold at least `⌈count · bits / 8⌉` bytes.
+fn unpack_bits(bytes: &[u8], bits: u32, count: usize) -> Vec<u64> {
+    let mask = u64::MAX >> (64 - bits);
+    let mut out = Vec::with_capacity(count);
+    let mut buffer: u128 = 0;
+    let mut held = 0u32;
+    let mut input = bytes.iter();
+    while out.len() < count {
+        while held < bits {
+            buffer |= (input.next().copied().unwrap_or(0) as u128) << held;
+            held += 8;
+        }
+        out.push(buffer as u64 & mask);
+        buffer >>= bits;
+        held -= bits;
+    }
+    out
 }
 
 fn read_node(raw: NodeBytes) -> Result<NodeId, WireError> {
@@ -708,12 +739,12 @@ mod tests {
                 any::<u32>(),
                 any::<u32>(),
                 node(),
-                1u8..=8,
+                1u8..=64,
                 proptest::collection::vec(any::<u64>(), 0..150)
             )
                 .prop_map(
                     |(session, partition, sequence, node, width, fingerprints)| {
-                        let mask = u64::MAX >> (64 - 8 * width as u32);
+                        let mask = u64::MAX >> (64 - width as u32);
                         let fingerprints = fingerprints.into_iter().map(|f| f & mask).collect();
                         Message::Resolve {
                             session,

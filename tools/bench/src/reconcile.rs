@@ -10,7 +10,6 @@
 
 use starling::reconcile::{Initiator, Message, PartitionSketch, Responder, element_from_hash};
 use std::collections::HashSet;
-use std::time::Instant;
 
 /// Options of the `reconcile` suite.
 #[derive(clap::Args)]
@@ -165,9 +164,9 @@ fn session(
         cpu_ms: 0.0,
         correct: false,
     };
-    let started = Instant::now();
+    let started = crate::field::thread_cpu_time();
     let (mut initiator, open) = Initiator::start(1, 0, a);
-    cpu += started.elapsed();
+    cpu += crate::field::thread_cpu_time() - started;
     let mut to_responder = encode_all(
         open,
         &mut measured.bytes_to_responder,
@@ -183,7 +182,7 @@ fn session(
         let mut to_initiator = Vec::new();
         for bytes in &to_responder {
             let message = Message::decode(bytes)?;
-            let started = Instant::now();
+            let started = crate::field::thread_cpu_time();
             let out = match responder.as_mut() {
                 Some(responder) => responder.handle(&message, b),
                 None => {
@@ -192,7 +191,7 @@ fn session(
                     out
                 }
             };
-            cpu += started.elapsed();
+            cpu += crate::field::thread_cpu_time() - started;
             to_initiator.extend(encode_all(
                 out,
                 &mut measured.bytes_to_initiator,
@@ -202,9 +201,9 @@ fn session(
         to_responder.clear();
         for bytes in &to_initiator {
             let message = Message::decode(bytes)?;
-            let started = Instant::now();
+            let started = crate::field::thread_cpu_time();
             let out = initiator.handle(&message, a);
-            cpu += started.elapsed();
+            cpu += crate::field::thread_cpu_time() - started;
             to_responder.extend(encode_all(
                 out,
                 &mut measured.bytes_to_responder,
@@ -266,7 +265,6 @@ mod minisketch {
     //! difference sketch and decode it.
 
     use minisketch_rs::Minisketch;
-    use std::time::Instant;
 
     /// (bytes, decode ms) for sets `a`, `b` with symmetric difference `d`.
     pub fn measure(a: &[u64], b: &[u64], d: usize) -> Result<(usize, f64), String> {
@@ -278,13 +276,13 @@ mod minisketch {
         a.iter().for_each(|&x| sketch_a.add(x));
         b.iter().for_each(|&x| sketch_b.add(x));
         let bytes = sketch_a.serialized_size();
-        let started = Instant::now();
+        let started = crate::field::thread_cpu_time();
         sketch_a.merge(&sketch_b).map_err(|e| e.to_string())?;
         let mut found = vec![0u64; capacity];
         let decoded = sketch_a
             .decode(&mut found)
             .map_err(|e| format!("minisketch decode failed: {e}"))?;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let ms = (crate::field::thread_cpu_time() - started).as_secs_f64() * 1e3;
         if decoded != d {
             return Err(format!("minisketch decoded {decoded} of {d}"));
         }

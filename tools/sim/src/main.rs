@@ -2,6 +2,7 @@
 
 use clap::Parser;
 
+use starling::replication::AntiEntropyMode;
 use starling_sim::{SimConfig, run};
 
 /// Simulates N Starling nodes' replication (dissemination, anti-entropy, acks) on a virtual
@@ -76,6 +77,9 @@ struct Args {
     /// When to kill them (ms).
     #[arg(long, default_value_t = 5_000)]
     kill_at: u64,
+    /// Anti-entropy after unequal digests: "cpisync" sessions or "elements" lists.
+    #[arg(long, default_value = "cpisync")]
+    anti_entropy: String,
     /// Run this many consecutive seeds starting at --seed (one line per run).
     #[arg(long, default_value_t = 1)]
     seeds: u64,
@@ -112,6 +116,11 @@ fn main() -> anyhow::Result<()> {
         "auto" => args.nodes <= 2_000,
         other => anyhow::bail!("--membership must be on, off or auto, got {other:?}"),
     };
+    let anti_entropy = match args.anti_entropy.as_str() {
+        "cpisync" => AntiEntropyMode::Cpisync,
+        "elements" => AntiEntropyMode::ElementList,
+        other => anyhow::bail!("--anti-entropy must be cpisync or elements, got {other:?}"),
+    };
     let config = SimConfig {
         nodes: args.nodes,
         seed: args.seed,
@@ -136,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         membership,
         kill: args.kill,
         kill_at_ms: args.kill_at,
+        anti_entropy,
     };
     let mut failed = Vec::new();
     for seed in args.seed..args.seed.saturating_add(args.seeds.max(1)) {

@@ -56,6 +56,10 @@ pub struct Report {
     pub membership_bytes_per_node_per_s: f64,
     /// (killed node, healthy observer) pairs where the observer never declared the kill dead.
     pub undetected: u64,
+    /// CPISync sessions that produced an outcome (both sides count).
+    pub sync_sessions: u64,
+    /// CPISync sessions abandoned or refused, and reconcile messages too big for a datagram.
+    pub sync_sessions_failed: u64,
     /// Received entries that were duplicates (no disk write), over all nodes.
     pub duplicates: u64,
     /// Delegations retransmitted.
@@ -87,7 +91,8 @@ impl Report {
              (converged: {converged})\n\
              dissemination: {bytes:.1} B/node/update with headers ({ratio:.2}x of {entry} B), \
              {body:.1} B body only ({body_ratio:.2}x)\n\
-             anti-entropy: {sync:.1} B/node/s; membership: {members:.1} B/node/s\n\
+             anti-entropy: {sync:.1} B/node/s, {sessions} CPISync sessions ({failed} failed); \
+             membership: {members:.1} B/node/s\n\
              writes: {writes} issued, {acked} acked, {lost} acked writes lost\n\
              failure detection: max {detect} ms, {undetected} undetected, {fp} false positives; \
              crashes {crashes}\n\
@@ -109,6 +114,8 @@ impl Report {
             body_ratio = self.body_bytes_ratio,
             sync = self.sync_bytes_per_node_per_s,
             members = self.membership_bytes_per_node_per_s,
+            sessions = self.sync_sessions,
+            failed = self.sync_sessions_failed,
             writes = self.writes,
             acked = self.writes_acked,
             lost = self.lost_acked_writes,

@@ -8,7 +8,8 @@ use starling::replication::dissemination::DisseminationConfig;
 use starling::replication::types::sort_view;
 use starling::replication::wire::{DATAGRAM_OVERHEAD_BYTES, entry_len, kind};
 use starling::replication::{
-    Ack, Action, Config, Context, Entry, MemStore, Peer, PeerInfo, Replicator, Store, Version,
+    Ack, Action, AntiEntropyMode, Config, Context, Entry, MemStore, Peer, PeerInfo, Replicator,
+    Store, Version,
 };
 
 use crate::members::{Kill, MemberNode};
@@ -68,6 +69,8 @@ pub struct SimConfig {
     pub kill: u32,
     /// When to kill them (ms).
     pub kill_at_ms: u64,
+    /// How anti-entropy finds differences (CPISync sessions or element lists).
+    pub anti_entropy: AntiEntropyMode,
 }
 
 impl Default for SimConfig {
@@ -96,6 +99,7 @@ impl Default for SimConfig {
             membership: false,
             kill: 0,
             kill_at_ms: 5_000,
+            anti_entropy: AntiEntropyMode::Cpisync,
         }
     }
 }
@@ -688,6 +692,19 @@ impl World {
                     / (end_ms.max(1) as f64 / 1_000.0),
             ),
             undetected: self.detection.1,
+            sync_sessions: self
+                .nodes
+                .iter()
+                .map(|n| n.replicator.cpisync_stats().sessions_finished)
+                .sum(),
+            sync_sessions_failed: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let stats = n.replicator.cpisync_stats();
+                    stats.sessions_abandoned + stats.oversize
+                })
+                .sum(),
             duplicates,
             retransmits,
             crashes: self.counters.crashes,
@@ -715,6 +732,7 @@ fn new_replicator(config: &SimConfig, node: u32, seed: u64) -> Replicator {
         shards: 1,
         shard: 0,
         sync_interval_ms: config.sync_interval_ms,
+        anti_entropy: config.anti_entropy,
         dissemination: DisseminationConfig {
             fanout: config.fanout,
             ..DisseminationConfig::default()
