@@ -368,6 +368,21 @@ impl Reply {
 
 /// Nesting depth limit for decoded arrays (a hostile server cannot blow the stack).
 const REPLY_DEPTH_MAX: usize = 32;
+/// Largest bulk reply accepted (Redis' own `proto-max-bulk-len` default, 512 MiB).
+const REPLY_BULK_BYTES_MAX: i64 = 512 << 20;
+
+/// The end offset of a bulk reply of `length` bytes starting at `body`; an announced length
+/// beyond `REPLY_BULK_BYTES_MAX` is an error rather than an overflowing offset.
+fn reply_bulk_end(body: usize, length: i64) -> Result<usize, ParseError> {
+    debug_assert!(length >= 0);
+    if length > REPLY_BULK_BYTES_MAX {
+        return Err(ParseError::BulkTooLarge {
+            length,
+            max: REPLY_BULK_BYTES_MAX as usize,
+        });
+    }
+    Ok(body + length as usize)
+}
 
 fn decode_at(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Reply, usize)>, ParseError> {
     if depth > REPLY_DEPTH_MAX {
@@ -384,18 +399,29 @@ fn decode_at(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Reply, usiz
     let Some((text, after)) = line(pos + 1) else {
         return Ok(None);
     };
-    let text_string = || String::from_utf8_lossy(text).into_owned();
+    // A simple string or error line holds no CR or LF (RESP2); `simple` cannot encode one.
+    let text_string = || {
+        if text.contains(&b'\r') || text.contains(&b'\n') {
+            return Err(ParseError::Protocol("CR or LF inside a status line".into()));
+        }
+        Ok(String::from_utf8_lossy(text).into_owned())
+    };
     let number = || parse_int(text).ok_or_else(|| ParseError::Protocol("invalid length".into()));
     let reply = match tag {
-        b'+' => (Reply::Simple(text_string()), after),
-        b'-' => (Reply::Error(text_string()), after),
+        b'+' => (Reply::Simple(text_string()?), after),
+        b'-' => (Reply::Error(text_string()?), after),
         b':' => (Reply::Integer(number()?), after),
         b'$' => match number()? {
             n if n < 0 => (Reply::Bulk(None), after),
             n => {
-                let end = after + n as usize;
+                let end = reply_bulk_end(after, n)?;
                 if buf.len() < end + 2 {
                     return Ok(None);
+                }
+                if &buf[end..end + 2] != b"\r\n" {
+                    return Err(ParseError::Protocol(
+                        "bulk reply not followed by CRLF".into(),
+                    ));
                 }
                 (Reply::Bulk(Some(buf[after..end].to_vec())), end + 2)
             }
@@ -488,6 +514,30 @@ mod tests {
         }
         let endless_header = [b'*'; 64];
         assert!(parse_all(&endless_header, &Limits::default()).is_err());
+    }
+
+    /// Found by the `resp_request` fuzz target: a huge bulk length overflowed the end offset,
+    /// a status line with a lone CR or LF decoded into a reply `encode` cannot write, and a
+    /// bulk reply's missing CRLF went unnoticed.
+    #[test]
+    fn reply_decoder_rejects_hostile_replies_without_panicking() {
+        for input in [
+            &b"$9223372036854775807\r\n"[..],
+            b"$1099511627776\r\n",
+            b"+a\rb\r\n",
+            b"-ERR a\nb\r\n",
+            b"$3\r\nabcXY",
+            b"*1\r\n$1\r\nab\r\n",
+        ] {
+            let result = Reply::decode(input);
+            assert!(
+                result.is_err(),
+                "{}: {result:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let reply = Reply::decode(b"+a\r\r\n");
+        assert!(reply.is_err(), "{reply:?}");
     }
 
     fn arb_reply() -> impl Strategy<Value = Reply> {

@@ -16,6 +16,8 @@ mod counters;
 mod engine;
 mod error;
 mod flush;
+#[doc(hidden)]
+pub mod fuzzing;
 mod manifest;
 mod memtable;
 mod merge;
