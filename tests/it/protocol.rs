@@ -132,11 +132,31 @@ fn a_key_longer_than_the_limit_is_refused() {
 }
 
 #[test]
-fn idle_clients_are_disconnected_and_the_connection_limit_holds() {
+fn idle_clients_are_disconnected() {
     let dir = data_dir();
-    let extra_args = ["--idle-timeout-secs", "1", "--max-connections", "2"]
-        .map(String::from)
-        .to_vec();
+    let extra_args = ["--idle-timeout-secs", "1"].map(String::from).to_vec();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &NodeOptions {
+            extra_args,
+            ..NodeOptions::default()
+        },
+    );
+    let mut idle = node.raw();
+    assert_eq!(exchange(&mut idle, b"PING\r\n", 7), b"+PONG\r\n");
+    let started = std::time::Instant::now();
+    let (reply, closed) = read_until_closed(&mut idle);
+    assert!(reply.is_empty() && closed, "idle connection not closed");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed before the idle timeout"
+    );
+}
+
+#[test]
+fn the_connection_limit_refuses_with_a_reply_and_frees_slots() {
+    let dir = data_dir();
+    let extra_args = ["--max-connections", "2"].map(String::from).to_vec();
     let node = Node::start(
         &dir.path().join("data"),
         &NodeOptions {
@@ -153,10 +173,10 @@ fn idle_clients_are_disconnected_and_the_connection_limit_holds() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let mut idle = node.raw();
-    let mut busy = node.raw();
-    assert_eq!(exchange(&mut busy, b"PING\r\n", 7), b"+PONG\r\n");
-    // A third client is refused with a reply, not silently.
+    let mut first = node.raw();
+    let mut second = node.raw();
+    assert_eq!(exchange(&mut first, b"PING\r\n", 7), b"+PONG\r\n");
+    assert_eq!(exchange(&mut second, b"PING\r\n", 7), b"+PONG\r\n");
     let mut third = node.raw();
     let (reply, closed) = read_until_closed(&mut third);
     assert!(
@@ -164,12 +184,8 @@ fn idle_clients_are_disconnected_and_the_connection_limit_holds() {
         "{}",
         String::from_utf8_lossy(&reply)
     );
-    // The idle client is closed by the server after the idle timeout.
-    let (reply, closed) = read_until_closed(&mut idle);
-    assert!(reply.is_empty() && closed, "idle connection not closed");
-    drop(busy);
-    // Slots come back: a new client is served once the others are gone.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    drop(first);
+    // The slot comes back: a new client is served once one is gone.
     loop {
         let mut s = node.raw();
         s.write_all(b"PING\r\n").expect("write");
@@ -177,9 +193,10 @@ fn idle_clients_are_disconnected_and_the_connection_limit_holds() {
         if reply == b"+PONG\r\n" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "slots not released");
+        assert!(std::time::Instant::now() < deadline, "slot not released");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert_eq!(exchange(&mut second, b"PING\r\n", 7), b"+PONG\r\n");
 }
 
 /// Reads until `len` bytes arrived or the peer closed.

@@ -122,6 +122,7 @@ fn starling_bin(args: &Args) -> anyhow::Result<PathBuf> {
 struct Server {
     child: Child,
     name: &'static str,
+    stopped: bool,
 }
 
 impl Server {
@@ -143,6 +144,9 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -187,6 +191,7 @@ fn measure_starling(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>
     let mut server = Server {
         child: command.spawn().context("start starling")?,
         name: "starling",
+        stopped: false,
     };
     server.wait_ready(port)?;
     let results = redis_benchmark(args, port, "starling");
@@ -226,6 +231,7 @@ fn measure_redis(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>> {
     let mut server = Server {
         child,
         name: "redis-server",
+        stopped: false,
     };
     server.wait_ready(port)?;
     let results = redis_benchmark(args, port, "redis");
