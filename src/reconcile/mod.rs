@@ -27,6 +27,13 @@
 //!
 //! Anchors (RECONCILE.md §9): minisketch (PinSketch over GF(2^64)) sends 8 B per difference
 //! but decodes d = 1,000 in ≈ 219 ms in one piece; negentropy sends ≈ 1.38 KB per difference.
+//!
+//! Measured (`starling-bench reconcile`, 10^6 elements, shared 2-core AMD EPYC with AVX2 and
+//! no AVX-512, load ≈ 11, thread CPU time; see the branch report for the full table): bytes
+//! d = 10: 288, 100: 2,187, 1,000: 14,615, 10,000: 117,356 (11.7 B per difference); CPU of
+//! both sides d = 1,000: 42 ms, d = 10,000: 271 ms, dominated by Cantor–Zassenhaus squarings
+//! (`poly::Modulus::square`). minisketch (same run, capacity = true d): 8 B per difference,
+//! d = 1,000 decoded in 816 ms. Kernel: scalar 662 ns, AVX2 186 ns per element into 128 points.
 
 pub mod decode;
 pub mod element;

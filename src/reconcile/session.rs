@@ -283,6 +283,12 @@ impl Initiator {
             }
             let mut to_ship = Vec::new();
             for item in self.resolves.values().flatten() {
+                if item.width == 64 {
+                    // Whole elements (sent for large ranges): look them up, no scan.
+                    let ours = |x: &u64| node_contains(item.node, *x) && live.contains(*x);
+                    to_ship.extend(item.fingerprints.iter().copied().filter(ours));
+                    continue;
+                }
                 let wanted: HashSet<u64> = item.fingerprints.iter().copied().collect();
                 let mask = u64::MAX >> (64 - item.width as u32);
                 to_ship.extend(
@@ -398,11 +404,21 @@ fn bits(first: usize, last: usize) -> u128 {
 
 /// Bits per fingerprint so that the initiator expects at most 1/16 false match in a range of
 /// `count` elements holding `roots` fingerprinted ones: ⌈log2(count · roots)⌉ + 4.
+///
+/// Ranges of at least [`SCAN_ELEMENTS_MAX`] elements get whole elements (64 bits) instead, so
+/// the initiator looks them up rather than scanning the range (a few bytes more when the
+/// difference is small, milliseconds less).
 fn fingerprint_width(count: u64, roots: usize) -> u8 {
+    if count >= SCAN_ELEMENTS_MAX {
+        return 64;
+    }
     let candidates = count.saturating_mul(roots as u64).max(1);
     let bits = 64 - candidates.leading_zeros() + FINGERPRINT_SPARE_BITS;
     bits.clamp(8, 64) as u8
 }
+
+/// Range size from which resolves carry whole elements instead of fingerprints.
+const SCAN_ELEMENTS_MAX: u64 = 1 << 19;
 
 /// Spare bits in a fingerprint: expected false matches per range ≤ 2^−4 (a false match only
 /// ships an entry the peer already has).
