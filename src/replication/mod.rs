@@ -12,6 +12,7 @@ pub mod gc;
 pub mod hlc;
 pub mod replicator;
 pub mod ring;
+pub mod sketches;
 pub mod store;
 pub mod types;
 pub mod wire;
