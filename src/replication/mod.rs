@@ -22,6 +22,8 @@ pub use store::{MemStore, Store};
 pub use types::{Entry, NodeId, Peer, PeerInfo, Version};
 
 #[cfg(test)]
+mod cpisync_tests;
+#[cfg(test)]
 mod replicator_tests;
 #[cfg(test)]
 mod wire_tests;

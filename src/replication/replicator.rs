@@ -566,6 +566,11 @@ impl Replicator {
         &self.sessions.stats
     }
 
+    /// Partition sketches held now (each ~256 KiB plus its element → key index).
+    pub fn sketches_held(&self) -> usize {
+        self.sessions.indexes()
+    }
+
     fn owned_or_count(&mut self, partition: u16) -> bool {
         let owned = partition < self.config.partitions && self.owns(partition);
         if !owned {
