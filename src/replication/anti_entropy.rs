@@ -7,9 +7,9 @@
 //! 3. For each page A ships the entries B lacks (`SyncEntries`) and asks for the ones it lacks
 //!    (`SyncNeed`); B answers a need with `SyncEntries`.
 //!
-//! With `AntiEntropyMode::Cpisync` (the default) steps 2–3 are replaced by a CPISync session
-//! (`super::cpisync`) whose cost grows with the difference; the element list here remains as
-//! `AntiEntropyMode::ElementList`, whose cost grows with the partition size.
+//! With `AntiEntropyMode::CpisyncKept` (the default) or `Cpisync`, steps 2–3 are replaced by a
+//! CPISync session (`super::cpisync`) whose cost grows with the difference; the element list
+//! here remains as `AntiEntropyMode::ElementList`, whose cost grows with the partition size.
 
 use super::store::Store;
 use super::types::{Entry, element_of};

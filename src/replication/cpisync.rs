@@ -2,23 +2,27 @@
 //! digest, with a cost that grows with the *difference* instead of the partition size.
 //!
 //! Flow: A's `SYNC_DIGEST` reaches B; if the digests differ, B starts an `Initiator` session and
-//! A answers as `Responder` (kind [`RECONCILE`]). Each side builds a sketch of the partition
-//! from its store when its session starts and drops it when the session ends, so memory is
-//! spent only on partitions that actually differ (a sketch is ~256 KiB; production may later
-//! keep them incrementally). When a side's session yields an outcome it ships the entries the
-//! peer lacks as `SYNC_ENTRIES`; the element → key index built with the sketch turns elements
-//! into entries (the current version is shipped; newer is fine).
+//! A answers as `Responder` (kind [`RECONCILE`]). Both run against the partition's
+//! [`PartitionIndex`] (sketch + element → key index). With `keep` (the node default) an index
+//! is built once per partition and then kept in step by [`Sessions::observe`] on every durable
+//! entry; without it (large simulations) the index is built when a session of its partition
+//! starts and dropped when the last one ends, so memory is spent only on differing partitions.
+//! Before a session the index digest is compared with the store digest; a mismatch (GC, lost
+//! data, a write the replicator never saw) rebuilds it. When a side's session yields an outcome
+//! it ships the entries the peer lacks as `SYNC_ENTRIES` (the current version of each key).
 //!
 //! **Invariants:** at most [`SESSIONS_MAX`] sessions per role; a session that stays silent for
 //! [`SESSION_TIMEOUTS_MAX`] timeouts is dropped (the next round retries); a reconcile message
 //! larger than a datagram body is dropped and counted, never sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::reconcile::{self, Initiator, Message, Outcome, PartitionSketch, Responder};
+use crate::reconcile::{Initiator, Message, Outcome, PartitionSketch, Responder};
 
+use super::anti_entropy;
+use super::sketches::PartitionIndex;
 use super::store::Store;
-use super::types::{Entry, Peer};
+use super::types::{Entry, Peer, partition_of};
 use super::wire::BODY_BYTES_MAX;
 
 /// Datagram kind of reconcile session messages (first kind of the reconciliation range).
@@ -45,6 +49,10 @@ pub struct CpisyncStats {
     pub decode_errors: u64,
     /// Reconcile messages larger than a datagram body (dropped).
     pub oversize: u64,
+    /// Partition indexes built from the store (first use, or digest mismatch).
+    pub index_builds: u64,
+    /// Indexes rebuilt because their digest no longer matched the store.
+    pub index_rebuilds: u64,
 }
 
 /// What a session step asks the caller to do.
@@ -61,7 +69,7 @@ pub struct Step {
 /// The two session kinds behind one interface.
 trait Machine {
     fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message>;
-    fn on_timeout(&mut self) -> Vec<Message>;
+    fn on_timeout(&mut self, live: &PartitionSketch) -> Vec<Message>;
     fn outcome(&self) -> Option<&Outcome>;
     fn is_done(&self) -> bool;
 }
@@ -70,8 +78,8 @@ impl Machine for Initiator {
     fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message> {
         Initiator::handle(self, message, live)
     }
-    fn on_timeout(&mut self) -> Vec<Message> {
-        Initiator::on_timeout(self)
+    fn on_timeout(&mut self, live: &PartitionSketch) -> Vec<Message> {
+        Initiator::on_timeout(self, live)
     }
     fn outcome(&self) -> Option<&Outcome> {
         Initiator::outcome(self)
@@ -85,7 +93,7 @@ impl Machine for Responder {
     fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message> {
         Responder::handle(self, message, live)
     }
-    fn on_timeout(&mut self) -> Vec<Message> {
+    fn on_timeout(&mut self, _live: &PartitionSketch) -> Vec<Message> {
         Responder::on_timeout(self)
     }
     fn outcome(&self) -> Option<&Outcome> {
@@ -100,38 +108,68 @@ struct Session {
     machine: Box<dyn Machine>,
     initiator: bool,
     partition: u16,
-    sketch: Box<PartitionSketch>,
-    keys: HashMap<u64, Vec<u8>>,
     quiet_since_ms: u64,
     timeouts: u32,
     shipped: bool,
 }
 
-/// Sketch and element → key index of one partition, built from the store.
-fn build(store: &dyn Store, partition: u16) -> (Box<PartitionSketch>, HashMap<u64, Vec<u8>>) {
-    let mut keys = HashMap::new();
-    let mut elements = Vec::new();
-    store.for_each_in_partition(partition, &mut |entry| {
-        let version = reconcile::version_bytes(entry.version.hlc, entry.version.node);
-        let element = reconcile::element_of(&entry.key, &version);
-        elements.push(element);
-        keys.insert(element, entry.key.clone());
-    });
-    let mut sketch = Box::new(PartitionSketch::new());
-    sketch.insert_batch(&elements);
-    (sketch, keys)
-}
-
-/// All CPISync sessions of one shard, keyed by (peer, session id).
-#[derive(Default)]
+/// All CPISync sessions of one shard, keyed by (peer, session id), and the partition indexes
+/// they run against.
 pub struct Sessions {
     sessions: BTreeMap<(Peer, u64), Session>,
+    indexes: BTreeMap<u16, Box<PartitionIndex>>,
+    keep: bool,
     initiated: usize,
     /// Counters.
     pub stats: CpisyncStats,
 }
 
 impl Sessions {
+    /// No sessions yet; `keep` keeps each partition's index between sessions (and in step).
+    pub fn new(keep: bool) -> Sessions {
+        Sessions {
+            sessions: BTreeMap::new(),
+            indexes: BTreeMap::new(),
+            keep,
+            initiated: 0,
+            stats: CpisyncStats::default(),
+        }
+    }
+
+    /// A durable entry of `partitions` partitions: updates its partition's index, if any.
+    pub fn observe(&mut self, partitions: u16, entry: &Entry) {
+        if self.indexes.is_empty() {
+            return;
+        }
+        if let Some(index) = self.indexes.get_mut(&partition_of(&entry.key, partitions)) {
+            index.observe(entry);
+        }
+    }
+
+    /// Whether `partition` has an index that wants [`Sessions::observe`] calls.
+    pub fn tracks(&self, partition: u16) -> bool {
+        self.indexes.contains_key(&partition)
+    }
+
+    /// Partition indexes held (each ~256 KiB plus its entries).
+    pub fn indexes(&self) -> usize {
+        self.indexes.len()
+    }
+
+    /// Builds the index of `partition`, or rebuilds it if its digest drifted from the store.
+    fn ensure_index(&mut self, partition: u16, store: &dyn Store) {
+        let stored = anti_entropy::digest(store, partition);
+        match self.indexes.get(&partition) {
+            Some(index) if index.digest() == stored => return,
+            Some(_) => self.stats.index_rebuilds += 1,
+            None => {}
+        }
+        self.stats.index_builds += 1;
+        let index = PartitionIndex::build(store, partition);
+        debug_assert_eq!(index.digest(), stored);
+        self.indexes.insert(partition, index);
+    }
+
     /// Starts a session as initiator with `peer` for `partition`.
     pub fn start(
         &mut self,
@@ -145,16 +183,18 @@ impl Sessions {
             self.stats.sessions_abandoned += 1;
             return Step::default();
         }
-        let (sketch, keys) = build(store, partition);
-        let (initiator, messages) = Initiator::start(session_id, u32::from(partition), &sketch);
+        self.ensure_index(partition, store);
+        let Some(index) = self.indexes.get(&partition) else {
+            return Step::default();
+        };
+        let (initiator, messages) =
+            Initiator::start(session_id, u32::from(partition), index.sketch());
         self.stats.sessions_started += 1;
         self.initiated += 1;
         let session = Session {
             machine: Box::new(initiator),
             initiator: true,
             partition,
-            sketch,
-            keys,
             quiet_since_ms: now_ms,
             timeouts: 0,
             shipped: false,
@@ -188,36 +228,55 @@ impl Sessions {
             if !message.is_open() {
                 return Step::default(); // a late message of a finished session
             }
-            let responders = self.sessions.len() - self.initiated;
-            if responders >= SESSIONS_MAX {
-                self.stats.sessions_abandoned += 1;
-                return Step::default();
-            }
-            let (sketch, keys) = build(store, partition);
-            let Ok((responder, messages)) = Responder::accept(&message, &sketch) else {
-                return Step::default();
-            };
-            self.stats.sessions_accepted += 1;
-            let session = Session {
-                machine: Box::new(responder),
-                initiator: false,
-                partition,
-                sketch,
-                keys,
-                quiet_since_ms: now_ms,
-                timeouts: 0,
-                shipped: false,
-            };
-            self.sessions.insert(key, session);
-            return self.finish_step(from, key.1, messages, store);
+            return self.accept(now_ms, key, partition, &message, store);
         }
-        let Some(session) = self.sessions.get_mut(&key) else {
+        let (Some(session), Some(index)) =
+            (self.sessions.get_mut(&key), self.indexes.get(&partition))
+        else {
             return Step::default();
         };
+        if session.partition != partition {
+            self.stats.decode_errors += 1;
+            return Step::default();
+        }
         session.quiet_since_ms = now_ms;
         session.timeouts = 0;
-        let messages = session.machine.handle(&message, &session.sketch);
+        let messages = session.machine.handle(&message, index.sketch());
         self.finish_step(from, key.1, messages, store)
+    }
+
+    fn accept(
+        &mut self,
+        now_ms: u64,
+        key: (Peer, u64),
+        partition: u16,
+        open: &Message,
+        store: &dyn Store,
+    ) -> Step {
+        let responders = self.sessions.len() - self.initiated;
+        if responders >= SESSIONS_MAX {
+            self.stats.sessions_abandoned += 1;
+            return Step::default();
+        }
+        self.ensure_index(partition, store);
+        let Some(index) = self.indexes.get(&partition) else {
+            return Step::default();
+        };
+        let Ok((responder, messages)) = Responder::accept(open, index.sketch()) else {
+            self.drop_unused_index(partition);
+            return Step::default();
+        };
+        self.stats.sessions_accepted += 1;
+        let session = Session {
+            machine: Box::new(responder),
+            initiator: false,
+            partition,
+            quiet_since_ms: now_ms,
+            timeouts: 0,
+            shipped: false,
+        };
+        self.sessions.insert(key, session);
+        self.finish_step(key.0, key.1, messages, store)
     }
 
     /// Resends for quiet sessions; abandons sessions quiet for too long.
@@ -230,11 +289,15 @@ impl Sessions {
             }
             session.timeouts += 1;
             session.quiet_since_ms = now_ms;
+            let Some(index) = self.indexes.get(&session.partition) else {
+                abandoned.push((peer, id));
+                continue;
+            };
             if session.timeouts > SESSION_TIMEOUTS_MAX {
                 abandoned.push((peer, id));
                 continue;
             }
-            for message in session.machine.on_timeout() {
+            for message in session.machine.on_timeout(index.sketch()) {
                 out.push((peer, message.encode()));
             }
         }
@@ -242,7 +305,9 @@ impl Sessions {
             self.stats.sessions_abandoned += 1;
             self.remove(key);
         }
+        let before = out.len();
         out.retain(|(_, body)| body.len() <= BODY_BYTES_MAX);
+        self.stats.oversize += (before - out.len()) as u64;
         out
     }
 
@@ -257,10 +322,19 @@ impl Sessions {
     }
 
     fn remove(&mut self, key: (Peer, u64)) {
-        if let Some(session) = self.sessions.remove(&key)
-            && session.initiator
-        {
+        let Some(session) = self.sessions.remove(&key) else {
+            return;
+        };
+        if session.initiator {
             self.initiated -= 1;
+        }
+        self.drop_unused_index(session.partition);
+    }
+
+    /// Without `keep`, an index lives only while a session of its partition does.
+    fn drop_unused_index(&mut self, partition: u16) {
+        if !self.keep && !self.sessions.values().any(|s| s.partition == partition) {
+            self.indexes.remove(&partition);
         }
     }
 
@@ -285,19 +359,29 @@ impl Sessions {
             return step;
         };
         step.partition = session.partition;
-        if let (Some(outcome), false) = (session.machine.outcome(), session.shipped) {
+        if let (Some(outcome), false, Some(index)) = (
+            session.machine.outcome(),
+            session.shipped,
+            self.indexes.get(&session.partition),
+        ) {
             session.shipped = true;
             self.stats.sessions_finished += 1;
-            step.ship = outcome
-                .to_ship
-                .iter()
-                .filter_map(|element| session.keys.get(element))
-                .filter_map(|key| store.entry(key))
-                .collect();
+            step.ship = ship_list(outcome, index, store);
         }
         if session.machine.is_done() {
             self.remove((peer, id));
         }
         step
     }
+}
+
+/// The current entries behind the outcome's elements to ship (a key updated since ships its
+/// newer version; an element no longer indexed is skipped, the next round covers it).
+fn ship_list(outcome: &Outcome, index: &PartitionIndex, store: &dyn Store) -> Vec<Entry> {
+    outcome
+        .to_ship
+        .iter()
+        .filter_map(|&element| index.key_of(element))
+        .filter_map(|key| store.entry(key))
+        .collect()
 }

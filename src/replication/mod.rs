@@ -12,6 +12,7 @@ pub mod gc;
 pub mod hlc;
 pub mod replicator;
 pub mod ring;
+pub mod sketches;
 pub mod store;
 pub mod types;
 pub mod wire;
@@ -20,6 +21,8 @@ pub use replicator::{Ack, Action, AntiEntropyMode, Config, Context, Replicator, 
 pub use store::{MemStore, Store};
 pub use types::{Entry, NodeId, Peer, PeerInfo, Version};
 
+#[cfg(test)]
+mod cpisync_tests;
 #[cfg(test)]
 mod replicator_tests;
 #[cfg(test)]

@@ -53,10 +53,19 @@ pub struct Config {
 }
 
 /// How anti-entropy finds the difference once two digests differ.
+///
+/// Memory per node: `CpisyncKept` holds one ~256 KiB sketch (plus an element → key index of
+/// about key length + 60 bytes per entry) per owned partition, ~64 MiB for 256 partitions;
+/// `Cpisync` holds sketches only while a session of their partition runs; `ElementList` none.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum AntiEntropyMode {
-    /// CPISync sessions of `crate::reconcile` (cost grows with the difference).
+    /// CPISync sessions of `crate::reconcile` (bytes grow with the difference) against one
+    /// sketch per partition kept in step with every durable entry (the node default).
     #[default]
+    CpisyncKept,
+    /// CPISync sessions against sketches built from the store when a session starts and
+    /// dropped when it ends: same bytes, memory only for differing partitions, a store scan
+    /// per session (for simulations with thousands of nodes).
     Cpisync,
     /// The responder lists all its elements (cost grows with the partition size).
     ElementList,
@@ -198,6 +207,8 @@ enum Purpose {
 struct Pending {
     purpose: Purpose,
     inline: Vec<Entry>,
+    /// Copies of the entries in the `Apply` whose partition index wants to observe them.
+    observed: Vec<Entry>,
 }
 
 /// One shard's replication state machine.
@@ -235,6 +246,7 @@ impl Replicator {
             .filter(|p| p % config.shards == config.shard)
             .collect();
         let dissemination = Dissemination::new(config.dissemination.clone(), config.partitions);
+        let keep_sketches = config.anti_entropy == AntiEntropyMode::CpisyncKept;
         Replicator {
             config,
             me,
@@ -249,7 +261,7 @@ impl Replicator {
             sync_credit: 0,
             last_tick_ms: None,
             actions: Vec::new(),
-            sessions: cpisync::Sessions::default(),
+            sessions: cpisync::Sessions::new(keep_sketches),
             stats: Stats::default(),
         }
     }
@@ -284,6 +296,7 @@ impl Replicator {
             assert!(peers >= 1, "ack = peers:k needs k >= 1");
         }
         let _ = now_ms;
+        self.sessions.observe(self.config.partitions, &entry);
         self.fresh.push(LocalWrite { entry, ack });
     }
 
@@ -519,7 +532,7 @@ impl Replicator {
     /// Digests differ: run a CPISync session (we initiate) or list our elements.
     fn find_difference(&mut self, now_ms: u64, peer: Peer, partition: u16, store: &dyn Store) {
         match self.config.anti_entropy {
-            AntiEntropyMode::Cpisync => {
+            AntiEntropyMode::CpisyncKept | AntiEntropyMode::Cpisync => {
                 let session_id = self.rng.random::<u64>();
                 let step = self
                     .sessions
@@ -551,6 +564,11 @@ impl Replicator {
     /// Counters of CPISync anti-entropy.
     pub fn cpisync_stats(&self) -> &cpisync::CpisyncStats {
         &self.sessions.stats
+    }
+
+    /// Partition sketches held now (each ~256 KiB plus its element → key index).
+    pub fn sketches_held(&self) -> usize {
+        self.sessions.indexes()
     }
 
     fn owned_or_count(&mut self, partition: u16) -> bool {
@@ -687,6 +705,7 @@ impl Replicator {
         let token = self.token_next;
         self.token_next += 1;
         if fetch.is_empty() {
+            let observed = self.to_observe(&inline);
             self.actions.push(Action::Apply {
                 token,
                 entries: inline,
@@ -696,6 +715,7 @@ impl Replicator {
                 Pending {
                     purpose,
                     inline: Vec::new(),
+                    observed,
                 },
             );
         } else {
@@ -705,7 +725,14 @@ impl Replicator {
                 from,
                 keys: fetch,
             });
-            self.pending.insert(token, Pending { purpose, inline });
+            self.pending.insert(
+                token,
+                Pending {
+                    purpose,
+                    inline,
+                    observed: Vec::new(),
+                },
+            );
         }
     }
 
@@ -729,6 +756,7 @@ impl Replicator {
             return;
         }
         let entries = std::mem::take(&mut pending.inline);
+        pending.observed = self.to_observe(&entries);
         self.actions.push(Action::Apply { token, entries });
         self.pending.insert(token, pending);
     }
@@ -738,10 +766,30 @@ impl Replicator {
         let Some(pending) = self.pending.remove(&token) else {
             return;
         };
+        if !pending.observed.is_empty() {
+            debug_assert_eq!(pending.observed.len(), newer.len());
+            for (entry, _) in pending.observed.iter().zip(newer).filter(|(_, n)| **n) {
+                self.sessions.observe(self.config.partitions, entry);
+            }
+        }
         let written = newer.iter().filter(|&&newer| newer).count() as u64;
         self.stats.entries_applied += written;
         self.stats.entries_duplicate += newer.len() as u64 - written;
         self.finish(now_ms, pending.purpose, context);
+    }
+
+    /// Copies of `entries` for [`Replicator::applied`] to feed the partition indexes, or none
+    /// if no index tracks their partitions (all entries of an `Apply` or none, to zip).
+    fn to_observe(&self, entries: &[Entry]) -> Vec<Entry> {
+        let partitions = self.config.partitions;
+        let tracked = entries
+            .iter()
+            .any(|entry| self.sessions.tracks(partition_of(&entry.key, partitions)));
+        if tracked {
+            entries.to_vec()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Durable: ack the parent and take on the batches for their arcs.

@@ -77,7 +77,9 @@ struct Args {
     /// When to kill them (ms).
     #[arg(long, default_value_t = 5_000)]
     kill_at: u64,
-    /// Anti-entropy after unequal digests: "cpisync" sessions or "elements" lists.
+    /// Anti-entropy after unequal digests: "cpisync" sessions (sketches built per session),
+    /// "cpisync-kept" (a ~256 KiB sketch per partition per node, the node default: small
+    /// runs only) or "elements" lists.
     #[arg(long, default_value = "cpisync")]
     anti_entropy: String,
     /// Run this many consecutive seeds starting at --seed (one line per run).
@@ -118,8 +120,11 @@ fn main() -> anyhow::Result<()> {
     };
     let anti_entropy = match args.anti_entropy.as_str() {
         "cpisync" => AntiEntropyMode::Cpisync,
+        "cpisync-kept" => AntiEntropyMode::CpisyncKept,
         "elements" => AntiEntropyMode::ElementList,
-        other => anyhow::bail!("--anti-entropy must be cpisync or elements, got {other:?}"),
+        other => {
+            anyhow::bail!("--anti-entropy must be cpisync, cpisync-kept or elements, got {other:?}")
+        }
     };
     let config = SimConfig {
         nodes: args.nodes,

@@ -54,6 +54,9 @@ pub struct Report {
     pub sync_bytes_per_node_per_s: f64,
     /// Membership bytes per node per simulated second (0 without membership).
     pub membership_bytes_per_node_per_s: f64,
+    /// Datagram bytes (header and MAC included) per node per simulated second, by kind
+    /// (0x01–0x06 membership, 0x40–0x4B replication, 0x80 reconciliation).
+    pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     /// (killed node, healthy observer) pairs where the observer never declared the kill dead.
     pub undetected: u64,
     /// CPISync sessions that produced an outcome (both sides count).

@@ -1,6 +1,8 @@
 //! The simulated world: nodes (replicator + in-memory store), the event loop, fault injection
 //! and the measurements.
 
+use std::collections::BTreeMap;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -157,6 +159,8 @@ fn view_of<'a>(members: Option<&'a MemberNode>, shared: &'a [PeerInfo]) -> &'a [
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) bytes_membership: u64,
+    /// Datagram bytes (with header and MAC) by message kind.
+    pub(crate) bytes_by_kind: BTreeMap<u8, u64>,
     pub(crate) false_positives: u64,
     bytes_dissemination: u64,
     bytes_dissemination_body: u64,
@@ -563,6 +567,8 @@ impl World {
 
     /// Puts one datagram on the network.
     pub(crate) fn transmit(&mut self, from: u32, to_node: u32, kind_byte: u8, mut body: Vec<u8>) {
+        *self.counters.bytes_by_kind.entry(kind_byte).or_default() +=
+            (body.len() + DATAGRAM_OVERHEAD_BYTES) as u64;
         let delays = self.network.transmit(&mut self.rng, from, to_node);
         let mut delays = delays.into_iter().peekable();
         while let Some(delay_us) = delays.next() {
@@ -692,6 +698,15 @@ impl World {
                     / (end_ms.max(1) as f64 / 1_000.0),
             ),
             undetected: self.detection.1,
+            bytes_per_node_per_s_by_kind: self
+                .counters
+                .bytes_by_kind
+                .iter()
+                .map(|(kind, bytes)| {
+                    let rate = *bytes as f64 / nodes as f64 / (end_ms.max(1) as f64 / 1_000.0);
+                    (format!("{kind:#04x}"), round1(rate))
+                })
+                .collect(),
             sync_sessions: self
                 .nodes
                 .iter()
