@@ -17,7 +17,10 @@ echo "==> 200 seeds x 50 nodes: 5% loss, 1% duplication, partition 2-6 s, crashe
   --sync-interval-ms 2000 --membership on --check --json > "$target/sim-sweep.jsonl"
 echo "    $(wc -l < "$target/sim-sweep.jsonl") runs ok"
 
-echo "==> 1,000 nodes, 1% loss, 5 killed nodes, membership on"
-"$sim" --nodes 1000 --seed 1 --loss 0.01 --kill 5 --membership on --check
+# Membership is exercised by the sweep above; here the 1,000 nodes share one static view (the
+# killed nodes stay in it), which keeps the run inside the CI budget and tests the
+# retransmit/redelegation path around dead children.
+echo "==> 1,000 nodes, 1% loss, 5 killed nodes, shared view"
+"$sim" --nodes 1000 --seed 1 --loss 0.01 --kill 5 --membership off --check
 
 echo "==> sim sweep done in $((SECONDS - t0)) s"

@@ -221,6 +221,7 @@ impl World {
         // Deaths declared across a partition are the partition's doing, not false positives.
         if node.up && self.crash_counts[target as usize] == 0 && !self.partition_seen {
             self.counters.false_positives += 1;
+            self.counters.falsely_dead.insert(target);
             return;
         }
         if let Some(kill) = self

@@ -24,7 +24,7 @@ pub struct Report {
     /// Failure detection: the largest time until every live node marked a crashed node dead
     /// (ms), or 0 when membership was not simulated or nothing crashed.
     pub detect_ms_max: u64,
-    /// Times a live (never crashed) node was declared dead by some node.
+    /// `Died` events (at any observer) about live, never-crashed nodes outside partitions.
     pub false_positives: u64,
     /// Acknowledged writes missing on some node at the end of the run.
     pub lost_acked_writes: u64,
@@ -57,6 +57,8 @@ pub struct Report {
     /// Datagram bytes (header and MAC included) per node per simulated second, by kind
     /// (0x01–0x06 membership, 0x40–0x4B replication, 0x80 reconciliation).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
+    /// Distinct live nodes behind `false_positives`.
+    pub false_positive_nodes: u64,
     /// (killed node, healthy observer) pairs where the observer never declared the kill dead.
     pub undetected: u64,
     /// CPISync sessions that produced an outcome (both sides count).

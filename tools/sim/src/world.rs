@@ -162,6 +162,8 @@ pub(crate) struct Counters {
     /// Datagram bytes (with header and MAC) by message kind.
     pub(crate) bytes_by_kind: BTreeMap<u8, u64>,
     pub(crate) false_positives: u64,
+    /// Distinct live nodes that some node declared dead.
+    pub(crate) falsely_dead: std::collections::BTreeSet<u32>,
     bytes_dissemination: u64,
     bytes_dissemination_body: u64,
     bytes_sync: u64,
@@ -698,6 +700,7 @@ impl World {
                     / (end_ms.max(1) as f64 / 1_000.0),
             ),
             undetected: self.detection.1,
+            false_positive_nodes: self.counters.falsely_dead.len() as u64,
             bytes_per_node_per_s_by_kind: self
                 .counters
                 .bytes_by_kind
