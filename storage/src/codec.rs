@@ -25,6 +25,11 @@ impl<'a> Reader<'a> {
         Reader { data, pos: 0 }
     }
 
+    /// Bytes consumed so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
     /// True when every byte was consumed.
     pub fn is_empty(&self) -> bool {
         self.pos >= self.data.len()

@@ -84,6 +84,9 @@ async fn flush_once(inner: &Rc<Inner>) -> Result<()> {
         }
         Some(writer.finish().await?)
     };
+    // The state's reference is dropped in `install_flush`; this one must go first so the
+    // memtable's memory is actually freed there.
+    drop(imm);
     install_flush(inner, meta.as_ref(), log_number, live_keys)
 }
 
@@ -119,9 +122,25 @@ fn install_flush(
     state.imm = None;
     add(&inner.counters.flushes, 1);
     drop(state);
+    release_freed_memory();
     remove_wal_segments_below(inner, log_number);
     Ok(())
 }
+
+/// Returns the heap of a dropped memtable (hundreds of thousands of small allocations) to the
+/// OS; glibc would otherwise keep it, and RSS would carry a dead memtable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it has no
+    // preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 /// Deletes WAL segments whose contents are all in tables now.
 pub(crate) fn remove_wal_segments_below(inner: &Inner, log_number: u64) {

@@ -270,6 +270,63 @@ impl<'a> Block<'a> {
     }
 }
 
+/// A decoded entry's version and value (its key is in the `BlockPos`).
+pub type Decoded<'a> = (Version, Option<&'a [u8]>);
+
+/// A resumable position in a block for owned iterators (which cannot borrow the block): the
+/// offset of the next entry and the key before it (needed to undo prefix compression).
+#[derive(Clone, Debug, Default)]
+pub struct BlockPos {
+    offset: usize,
+    key: Vec<u8>,
+}
+
+impl BlockPos {
+    /// The key of the entry last decoded by `Block::next_at`.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl<'a> Block<'a> {
+    /// Decodes the entry at `pos` and advances it; `None` at the end of the block.
+    pub fn next_at(&self, pos: &mut BlockPos) -> Result<Option<Decoded<'a>>, BlockError> {
+        let mut cursor = self.cursor_at(pos.offset)?;
+        cursor.key = std::mem::take(&mut pos.key);
+        let advanced = cursor.advance();
+        pos.key = std::mem::take(&mut cursor.key);
+        if !advanced? {
+            return Ok(None);
+        }
+        pos.offset += cursor.reader.pos();
+        Ok(Some((cursor.version, cursor.value)))
+    }
+
+    /// The position of the first entry with key `>= target`.
+    pub fn seek_pos(&self, target: &[u8]) -> Result<BlockPos, BlockError> {
+        let mut pos = BlockPos::default();
+        // Start at the last restart whose key is < target, then step to the first >= target.
+        let (mut low, mut high) = (0usize, self.restart_count());
+        while high - low > 1 {
+            let mid = (low + high) / 2;
+            if compare_keys(self.restart_key(mid)?, target) == Ordering::Less {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        pos.offset = self.restart(low)?;
+        loop {
+            let before = pos.clone();
+            match self.next_at(&mut pos)? {
+                None => return Ok(pos),
+                Some(_) if compare_keys(&pos.key, target) != Ordering::Less => return Ok(before),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 /// Checks the xxh3 trailer of a raw block.
 pub fn verify(raw: &[u8]) -> Result<(), BlockError> {
     if raw.len() < TRAILER_BYTES + 4 {
@@ -393,6 +450,14 @@ mod tests {
                 let found = found.ok_or_else(|| proptest::test_runner::TestCaseError::fail("missing"))?;
                 proptest::prop_assert_eq!(found.version.hlc, i as u64);
                 proptest::prop_assert_eq!(found.value.is_none(), i % 3 == 0);
+            }
+            for (i, key) in keys.iter().enumerate() {
+                let mut pos = block.seek_pos(key).map_err(|e| proptest::test_runner::TestCaseError::fail(e.0))?;
+                let mut rest = Vec::new();
+                while block.next_at(&mut pos).map_err(|e| proptest::test_runner::TestCaseError::fail(e.0))?.is_some() {
+                    rest.push(pos.key().to_vec());
+                }
+                proptest::prop_assert_eq!(&rest[..], &keys[i..]);
             }
             let mut absent = keys[keys.len() - 1].clone();
             absent.push(9);

@@ -11,12 +11,13 @@ use std::rc::Rc;
 
 use memmap2::Mmap;
 
-use super::block::{Block, TRAILER_BYTES, verify};
+use super::block::{Block, BlockError, BlockPos, TRAILER_BYTES, verify};
 use super::bloom::Bloom;
 use super::format::{BlockHandle, FOOTER_BYTES, Footer, parse_index};
 use super::writer::{TableMeta, table_path};
 use crate::codec::compare_keys;
 use crate::error::{Error, Result};
+use crate::memtable::Item;
 use crate::types::{Entry, Version};
 
 /// An open, immutable table.
@@ -167,8 +168,7 @@ impl Table {
         TableIter {
             table: Rc::clone(self),
             block,
-            buffer: Vec::new(),
-            position: 0,
+            pos: None,
             seek: Some(start.to_vec()),
             failed: false,
         }
@@ -188,59 +188,49 @@ fn range(offset: u64, len: u64, limit: usize) -> Option<(usize, usize)> {
     (end <= limit && start < end).then_some((start, end))
 }
 
-/// An owned iterator over a table (decodes one block at a time).
+/// An owned iterator over a table: decodes one entry per step (no block-sized buffers).
 pub struct TableIter {
     table: Rc<Table>,
     block: usize,
-    buffer: Vec<(Vec<u8>, Version, Option<Vec<u8>>)>,
-    position: usize,
+    pos: Option<BlockPos>,
     seek: Option<Vec<u8>>,
     failed: bool,
 }
 
 impl TableIter {
-    fn load_block(&mut self) -> Result<bool> {
-        if self.block >= self.table.index.len() {
-            return Ok(false);
+    fn step(&mut self) -> Result<Option<Item>> {
+        while self.block < self.table.index.len() {
+            let block = self.table.block(self.block)?;
+            let corrupt = |e: BlockError| self.table.corrupt_block(self.block, e.0);
+            let mut pos = match (self.pos.take(), self.seek.take()) {
+                (Some(pos), _) => pos,
+                (None, Some(target)) => block.seek_pos(&target).map_err(corrupt)?,
+                (None, None) => BlockPos::default(),
+            };
+            if let Some((version, value)) = block.next_at(&mut pos).map_err(corrupt)? {
+                let item = (pos.key().to_vec(), version, value.map(<[u8]>::to_vec));
+                self.pos = Some(pos);
+                return Ok(Some(item));
+            }
+            self.block += 1;
         }
-        let block = self.table.block(self.block)?;
-        self.buffer.clear();
-        self.position = 0;
-        let seek = self.seek.take();
-        let iter = match &seek {
-            Some(start) => block.seek(start),
-            None => Ok(block.iter()),
-        }
-        .map_err(|e| self.table.corrupt_block(self.block, e.0))?;
-        for entry in iter {
-            let entry = entry.map_err(|e| self.table.corrupt_block(self.block, e.0))?;
-            self.buffer
-                .push((entry.key, entry.version, entry.value.map(<[u8]>::to_vec)));
-        }
-        self.block += 1;
-        Ok(true)
+        Ok(None)
     }
 }
 
 impl Iterator for TableIter {
-    type Item = Result<(Vec<u8>, Version, Option<Vec<u8>>)>;
+    type Item = Result<Item>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
         }
-        while self.position >= self.buffer.len() {
-            match self.load_block() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+        match self.step() {
+            Ok(item) => item.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
             }
         }
-        let item = std::mem::take(&mut self.buffer[self.position]);
-        self.position += 1;
-        Some(Ok(item))
     }
 }
