@@ -266,7 +266,10 @@ impl Membership {
                 continue;
             }
             self.index.insert(member.id, self.slots.len());
-            self.slots.push(Slot { member: *member, since_ms: now });
+            self.slots.push(Slot {
+                member: *member,
+                since_ms: now,
+            });
             self.live_count += 1;
         }
         // A fresh shuffled round covers the new members.

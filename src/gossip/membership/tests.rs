@@ -119,9 +119,15 @@ impl Cluster {
 
     /// Starts every node from the converged state (all know all), without join traffic.
     fn bootstrap(&mut self) {
-        let records: Vec<Member> = self.nodes.iter().map(|node| node.membership.local()).collect();
+        let records: Vec<Member> = self
+            .nodes
+            .iter()
+            .map(|node| node.membership.local())
+            .collect();
         for index in 0..self.nodes.len() {
-            self.nodes[index].membership.insert_known_members(&records, self.now);
+            self.nodes[index]
+                .membership
+                .insert_known_members(&records, self.now);
             self.schedule(index);
         }
     }
@@ -206,7 +212,9 @@ impl Cluster {
             }
             let next_timer = self.timers.peek().map(|Reverse(entry)| entry.0);
             let next_datagram = self.network.peek().map(|Reverse(entry)| entry.0);
-            let Some(next) = [next_timer, next_datagram].into_iter().flatten().min() else { break };
+            let Some(next) = [next_timer, next_datagram].into_iter().flatten().min() else {
+                break;
+            };
             if next > until {
                 break;
             }
@@ -214,7 +222,9 @@ impl Cluster {
             while let Some(Reverse(entry)) = self.network.peek()
                 && entry.0 <= self.now
             {
-                let Some(Reverse((_, _, to, from, datagram))) = self.network.pop() else { break };
+                let Some(Reverse((_, _, to, from, datagram))) = self.network.pop() else {
+                    break;
+                };
                 self.deliver(to, from, &datagram);
             }
             while let Some(&Reverse((at, index))) = self.timers.peek()
@@ -531,20 +541,38 @@ fn memory_per_member_is_small() {
 #[test]
 #[ignore = "experiment; minutes at large N"]
 fn scale_experiment() {
-    let count: usize = std::env::var("GOSSIP_SCALE_N").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000);
-    let loss: f64 = std::env::var("GOSSIP_SCALE_LOSS").ok().and_then(|n| n.parse().ok()).unwrap_or(0.01);
+    let count: usize = std::env::var("GOSSIP_SCALE_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
+    let loss: f64 = std::env::var("GOSSIP_SCALE_LOSS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.01);
     let mut cluster = Cluster::new(count, loss, 11);
-    let steady_ms: u64 = std::env::var("GOSSIP_SCALE_STEADY_MS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let steady_ms: u64 = std::env::var("GOSSIP_SCALE_STEADY_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
     cluster.bootstrap();
     cluster.run_until(steady_ms);
     let victim = count / 2;
     cluster.nodes[victim].crashed = true;
     let crash_at = cluster.now;
     let took = cluster.run_until_true(20_000, |cluster| cluster.all_see(victim, MemberState::Dead));
-    let false_deaths: usize = (0..count).filter(|&i| i != victim).map(|i| cluster.deaths_of(i)).sum();
-    let first_death = cluster.nodes.iter().flat_map(|node| node.events.iter()).filter(|(_, event)| {
-        matches!(event, MemberEvent::Died(member) if member.id == node_id(victim))
-    }).map(|(at, _)| at - crash_at).min();
+    let false_deaths: usize = (0..count)
+        .filter(|&i| i != victim)
+        .map(|i| cluster.deaths_of(i))
+        .sum();
+    let first_death = cluster
+        .nodes
+        .iter()
+        .flat_map(|node| node.events.iter())
+        .filter(
+            |(_, event)| matches!(event, MemberEvent::Died(member) if member.id == node_id(victim)),
+        )
+        .map(|(at, _)| at - crash_at)
+        .min();
     eprintln!(
         "N={count} loss={loss}: detected by all after {took:?} ms (first death {first_death:?} ms), \
          false deaths {false_deaths}, datagrams {}, node0 {:?}",
