@@ -486,6 +486,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start =
+            readme.find("```toml\n").expect("README has a toml example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed block");
+        let config: Config = toml::from_str(&readme[start..end]).expect("README example parses");
+        config.validate().expect("README example is valid");
+        assert_eq!(config.shards, Some(8));
+    }
+
+    #[test]
     fn environment_variables_feed_the_same_overrides() {
         use clap::Parser as _;
         #[derive(clap::Parser)]

@@ -91,14 +91,19 @@ pub async fn execute(
 ) {
     let started = Instant::now();
     let mut segment = Segment::new(shard.shards());
+    // Reused for every command: the slices borrow from the read buffer, not from this Vec.
+    let mut argv_buffer: Vec<&[u8]> = Vec::new();
     for command in batch.commands {
         if session.quit {
             break;
         }
-        let argv: Vec<&[u8]> = batch.args[command.clone()]
-            .iter()
-            .map(|r| &batch.buf[r.clone()])
-            .collect();
+        argv_buffer.clear();
+        argv_buffer.extend(
+            batch.args[command.clone()]
+                .iter()
+                .map(|r| &batch.buf[r.clone()]),
+        );
+        let argv = argv_buffer.as_slice();
         debug_assert!(!argv.is_empty());
         let Some(spec) = command::lookup(argv[0]) else {
             flush(shard, &mut segment, out, started).await;
@@ -106,10 +111,10 @@ pub async fn execute(
                 .shard_metrics()
                 .commands_unknown
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            resp::error(out, &unknown_command_message(&argv));
+            resp::error(out, &unknown_command_message(argv));
             continue;
         };
-        if let Some(error) = precheck(shard, session, spec, &argv) {
+        if let Some(error) = precheck(shard, session, spec, argv) {
             flush(shard, &mut segment, out, started).await;
             resp::error(out, &error);
             shard
@@ -117,14 +122,14 @@ pub async fn execute(
                 .record(spec.kind, started.elapsed(), true);
             continue;
         }
-        match plan(spec, &argv) {
+        match plan(spec, argv) {
             Ok(Some((class, shape))) => {
                 if segment.class.is_some_and(|c| c != class) {
                     flush(shard, &mut segment, out, started).await;
                 }
                 segment.class = Some(class);
                 let first = segment.positions.len();
-                push_key_ops(shard, &mut segment, spec.kind, &argv);
+                push_key_ops(shard, &mut segment, spec.kind, argv);
                 segment.pending.push(Pending {
                     kind: spec.kind,
                     shape,
@@ -134,7 +139,7 @@ pub async fn execute(
             Ok(None) => {
                 flush(shard, &mut segment, out, started).await;
                 let before = out.len();
-                run_alone(shard, session, spec, &argv, out).await;
+                run_alone(shard, session, spec, argv, out).await;
                 let failed = out.get(before) == Some(&b'-');
                 shard
                     .shard_metrics()
@@ -305,61 +310,57 @@ async fn flush(shard: &Rc<Shard>, segment: &mut Segment, out: &mut Vec<u8>, star
     let latency = started.elapsed();
     for pending in segment.pending.drain(..) {
         let positions = &segment.positions[pending.positions];
-        let mut answers = positions
-            .iter()
-            .map(|&(target, index)| &results[target][index]);
-        let failed = encode_reply(pending.shape, &mut answers, positions.len(), out);
+        let answer = |i: usize| {
+            let (target, index) = positions[i];
+            &results[target][index]
+        };
+        let failed = encode_reply(pending.shape, positions.len(), answer, out);
         shard.shard_metrics().record(pending.kind, latency, failed);
     }
     segment.positions.clear();
     segment.class = None;
 }
 
-/// Encodes one command's reply from its op results; returns whether it is an error.
-fn encode_reply(
+/// Encodes one command's reply from its `count` op results (`answer(i)`, no allocation);
+/// returns whether it is an error.
+fn encode_reply<'r>(
     shape: Shape,
-    answers: &mut dyn Iterator<Item = &OpResult>,
     count: usize,
+    answer: impl Fn(usize) -> &'r OpResult,
     out: &mut Vec<u8>,
 ) -> bool {
-    let answers: Vec<&OpResult> = answers.collect();
-    if let Some(OpResult::Error(message)) = answers.iter().find(|a| matches!(a, OpResult::Error(_)))
-    {
+    debug_assert!(count > 0);
+    let answers = || (0..count).map(&answer);
+    if let Some(OpResult::Error(message)) = answers().find(|a| matches!(a, OpResult::Error(_))) {
         resp::error(out, message);
         return true;
     }
-    match shape {
-        Shape::Bulk => match answers.first() {
-            Some(OpResult::Value(value)) => resp::optional_bulk(out, value.as_deref()),
-            other => return internal_error(out, other),
-        },
-        Shape::Array => {
+    match (shape, answer(0)) {
+        (Shape::Bulk, OpResult::Value(value)) => resp::optional_bulk(out, value.as_deref()),
+        (Shape::Array, _) => {
             resp::array_header(out, count);
-            for answer in answers {
+            for answer in answers() {
                 match answer {
                     OpResult::Value(value) => resp::optional_bulk(out, value.as_deref()),
                     _ => resp::null(out),
                 }
             }
         }
-        Shape::Count => {
-            let live = answers
-                .iter()
+        (Shape::Count, _) => {
+            let live = answers()
                 .filter(|a| matches!(a, OpResult::Bool(true)))
                 .count();
             resp::integer(out, live as i64);
         }
-        Shape::Ok => resp::ok(out),
-        Shape::OkOrNull => match answers.first() {
-            Some(OpResult::Bool(true)) => resp::ok(out),
-            Some(OpResult::Bool(false)) => resp::null(out),
-            other => return internal_error(out, other),
-        },
+        (Shape::Ok, _) => resp::ok(out),
+        (Shape::OkOrNull, OpResult::Bool(true)) => resp::ok(out),
+        (Shape::OkOrNull, OpResult::Bool(false)) => resp::null(out),
+        (_, other) => return internal_error(out, other),
     }
     false
 }
 
-fn internal_error(out: &mut Vec<u8>, answer: Option<&&OpResult>) -> bool {
+fn internal_error(out: &mut Vec<u8>, answer: &OpResult) -> bool {
     tracing::error!(?answer, "op result does not fit its command");
     resp::error(out, "ERR internal error: unexpected operation result");
     true

@@ -82,17 +82,18 @@ mod loom_tests {
     use super::*;
     use loom::sync::Arc;
 
-    /// Three threads race for two slots: at most two win at once, and all slots come back.
+    /// Two threads race for one slot (and the main thread watches): at most one holds it at a
+    /// time, and it always comes back.
     #[test]
     fn never_exceeds_max_under_any_interleaving() {
         loom::model(|| {
-            let limit = Arc::new(ConnectionLimit::new(2));
-            let threads: Vec<_> = (0..3)
+            let limit = Arc::new(ConnectionLimit::new(1));
+            let threads: Vec<_> = (0..2)
                 .map(|_| {
                     let limit = limit.clone();
                     loom::thread::spawn(move || {
                         let won = limit.try_acquire();
-                        assert!(limit.open() <= 2);
+                        assert!(limit.open() <= 1);
                         if won {
                             limit.release();
                         }
@@ -105,7 +106,7 @@ mod loom_tests {
                 .map(|t| t.join().expect("thread"))
                 .filter(|&won| won)
                 .count();
-            assert!((2..=3).contains(&winners));
+            assert!((1..=2).contains(&winners));
             assert_eq!(limit.open(), 0);
         });
     }

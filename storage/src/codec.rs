@@ -90,3 +90,38 @@ mod tests {
         }
     }
 }
+
+/// Lexicographic byte order (exactly `a.cmp(b)`), comparing 8 bytes at a time as big-endian
+/// words: keys are short, and a `memcmp` call per comparison dominated lookups.
+#[inline]
+pub fn compare_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let shared = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= shared {
+        let x = u64::from_be_bytes(a[i..i + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 8;
+    }
+    while i < shared {
+        if a[i] != b[i] {
+            return a[i].cmp(&b[i]);
+        }
+        i += 1;
+    }
+    a.len().cmp(&b.len())
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::compare_keys;
+
+    proptest::proptest! {
+        #[test]
+        fn compare_keys_is_lexicographic(a in proptest::collection::vec(0u8..4, 0..20), b in proptest::collection::vec(0u8..4, 0..20)) {
+            proptest::prop_assert_eq!(compare_keys(&a, &b), a.cmp(&b));
+        }
+    }
+}

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use glommio::{Latency, Shares, TaskQueueHandle};
 
+use crate::codec::compare_keys;
 use crate::counters::{Counters, add};
 use crate::error::{Error, Result};
 use crate::manifest::{LEVELS, Manifest};
@@ -23,7 +24,7 @@ use crate::sst::bloom;
 use crate::sst::reader::Table;
 use crate::types::{Applied, Condition, Durability, Entry, LevelStats, Options, Stats, Version};
 use crate::wal::record::encode_batch;
-use crate::wal::writer::WalShared;
+use crate::wal::writer::{LAZY_CHUNK_BYTES, WalShared};
 
 /// In `Durability::None`, `apply` waits for the WAL writer once this much is queued.
 const WAL_PENDING_BYTES_MAX: usize = 64 << 20;
@@ -92,6 +93,26 @@ enum Step {
 /// The stored version of a key and whether it is live.
 type Stored = Option<(Version, bool)>;
 
+/// What `try_apply` decided for one entry.
+struct Decision {
+    newer: bool,
+    /// The key had a live value before this batch.
+    was_live: bool,
+}
+
+/// The tables that may hold `key`, newest first: every L0 table, then at most one per level.
+fn candidate_tables<'a>(
+    state: &'a State,
+    key: &'a [u8],
+) -> impl Iterator<Item = &'a Rc<Table>> + 'a {
+    let deeper = state.levels[1..].iter().filter_map(move |level| {
+        let index = level
+            .partition_point(|t| compare_keys(&t.meta().largest, key) == std::cmp::Ordering::Less);
+        level.get(index)
+    });
+    state.levels[0].iter().chain(deeper)
+}
+
 impl Inner {
     /// The newest stored entry for `key`, tombstones included.
     pub(crate) fn lookup(&self, state: &State, key: &[u8]) -> Result<Option<Entry>> {
@@ -107,30 +128,36 @@ impl Inner {
             return Ok(Some(from_mem(slot)));
         }
         let hash = bloom::hash_key(key);
-        for table in &state.levels[0] {
+        for table in candidate_tables(state, key) {
             if let Some(entry) = table.get(key, hash)? {
-                return Ok(Some(entry));
-            }
-        }
-        for level in &state.levels[1..] {
-            let index = level.partition_point(|t| t.meta().largest.as_slice() < key);
-            if let Some(table) = level.get(index)
-                && let Some(entry) = table.get(key, hash)?
-            {
                 return Ok(Some(entry));
             }
         }
         Ok(None)
     }
 
+    /// The stored version of `key` and whether it is live, without copying the value.
     fn stored(&self, state: &State, key: &[u8]) -> Result<Stored> {
-        Ok(self
-            .lookup(state, key)?
-            .map(|e| (e.version, e.value.is_some())))
+        let from_mem = |slot: &MemValue| (slot.version, slot.value.is_some());
+        if let Some(slot) = state.mem.get(key) {
+            return Ok(Some(from_mem(slot)));
+        }
+        if let Some(slot) = state.imm.as_ref().and_then(|imm| imm.get(key)) {
+            return Ok(Some(from_mem(slot)));
+        }
+        let hash = bloom::hash_key(key);
+        for table in candidate_tables(state, key) {
+            if let Some(found) =
+                table.find(key, hash, |_, version, value| (version, value.is_some()))?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
-    /// Decides, inserts and logs one batch without awaiting.
-    fn try_apply(&self, batch: &[Entry], condition: Option<Condition>) -> Result<Step> {
+    /// Decides, inserts and logs one batch without awaiting. On `Done` the batch was consumed.
+    fn try_apply(&self, batch: &mut Vec<Entry>, condition: Option<Condition>) -> Result<Step> {
         if self.closed.get() {
             return Err(Error::Closed);
         }
@@ -141,10 +168,11 @@ impl Inner {
             }
             self.freeze(&mut state);
         }
-        // Decide every entry first so a read error leaves nothing half-applied.
+        // Decide every entry first so a read error leaves nothing half-applied. Within a batch
+        // a later entry for the same key is compared with the earlier one (`seen`).
         let mut seen: HashMap<&[u8], (Version, bool)> = HashMap::new();
         let mut decisions = Vec::with_capacity(batch.len());
-        for entry in batch {
+        for entry in batch.iter() {
             let stored = match seen.get(entry.key.as_slice()) {
                 Some(known) => Some(*known),
                 None => self.stored(&state, &entry.key)?,
@@ -156,91 +184,103 @@ impl Inner {
                 }
             }
             let newer = stored.is_none_or(|(version, _)| entry.version > version);
-            if newer {
+            if newer && batch.len() > 1 {
                 seen.insert(&entry.key, (entry.version, entry.value.is_some()));
             }
-            decisions.push((newer, stored.is_some_and(|(_, live)| live)));
+            decisions.push(Decision {
+                newer,
+                was_live: stored.is_some_and(|(_, live)| live),
+            });
         }
         drop(seen);
-        let ticket = self.insert_decided(&mut state, batch, &decisions);
+        let ticket = self.insert_decided(&mut state, std::mem::take(batch), &decisions);
         Ok(Step::Done(
             Applied {
-                applied: decisions.iter().map(|(newer, _)| *newer).collect(),
+                applied: decisions.iter().map(|d| d.newer).collect(),
             },
             ticket,
         ))
     }
 
-    /// Inserts the entries decided newer, logs them as one WAL record, returns the ticket.
+    /// Logs the entries decided newer as one WAL record, moves them into the memtable, and
+    /// returns the WAL ticket.
     fn insert_decided(
         &self,
         state: &mut State,
-        batch: &[Entry],
-        decisions: &[(bool, bool)],
+        batch: Vec<Entry>,
+        decisions: &[Decision],
     ) -> Option<u64> {
-        let applied: Vec<&Entry> = batch
-            .iter()
-            .zip(decisions)
-            .filter_map(|(e, (newer, _))| newer.then_some(e))
-            .collect();
-        let skipped = (batch.len() - applied.len()) as u64;
-        add(&self.counters.duplicates_skipped, skipped);
-        if applied.is_empty() {
+        let applied = decisions.iter().filter(|d| d.newer).count();
+        add(
+            &self.counters.duplicates_skipped,
+            (batch.len() - applied) as u64,
+        );
+        if applied == 0 {
             return None;
         }
-        let mut record = Vec::new();
-        encode_batch(&mut record, applied.iter().copied());
-        // Live-count bookkeeping uses the state before this batch, per key in batch order.
-        let mut live: HashMap<&[u8], bool> = HashMap::new();
-        for (entry, (newer, was_live)) in batch.iter().zip(decisions) {
-            if !newer {
+        let ticket = {
+            let mut queue = self.wal.queue.borrow_mut();
+            let newer = batch
+                .iter()
+                .zip(decisions)
+                .filter_map(|(e, d)| d.newer.then_some(e));
+            queue.append_with(|buffer| encode_batch(buffer, newer, applied))
+        };
+        self.wal.work.notify_all();
+        // Liveness before each entry: for a single entry the decision already knows it; in a
+        // batch an earlier entry for the same key may have changed it, and the memtable (the
+        // newest layer) then holds that entry.
+        let single = batch.len() == 1;
+        for (entry, decision) in batch.into_iter().zip(decisions) {
+            if !decision.newer {
                 continue;
             }
-            let before = *live.get(entry.key.as_slice()).unwrap_or(was_live);
-            let after = entry.value.is_some();
-            live.insert(&entry.key, after);
-            let count = self.live_keys.get();
-            self.live_keys.set(match (before, after) {
-                (false, true) => count + 1,
-                (true, false) => count - 1,
-                _ => count,
-            });
-            add(&self.counters.bytes_user, entry.user_bytes() as u64);
-            self.hlc_max.set(self.hlc_max.get().max(entry.version.hlc));
+            let before = if single {
+                decision.was_live
+            } else {
+                state
+                    .mem
+                    .get(&entry.key)
+                    .map_or(decision.was_live, |slot| slot.value.is_some())
+            };
+            self.account_write(before, &entry);
             state.mem.insert(
-                entry.key.clone(),
+                entry.key,
                 MemValue {
                     version: entry.version,
-                    value: entry.value.clone(),
+                    value: entry.value,
                 },
             );
         }
-        let ticket = self.wal.queue.borrow_mut().append(&record);
-        self.wal.work.notify_all();
         Some(ticket)
     }
 
+    /// Updates live keys, user bytes and the hlc high-water mark for one written entry.
+    fn account_write(&self, was_live: bool, entry: &Entry) {
+        let count = self.live_keys.get();
+        self.live_keys.set(match (was_live, entry.value.is_some()) {
+            (false, true) => count + 1,
+            (true, false) => count - 1,
+            _ => count,
+        });
+        add(&self.counters.bytes_user, entry.user_bytes() as u64);
+        self.hlc_max.set(self.hlc_max.get().max(entry.version.hlc));
+    }
+
     /// Applies a batch replayed from the WAL at open (no logging).
-    pub(crate) fn replay_batch(&self, batch: &[Entry]) -> Result<()> {
+    pub(crate) fn replay_batch(&self, batch: Vec<Entry>) -> Result<()> {
         let mut state = self.state.borrow_mut();
         for entry in batch {
             let stored = self.stored(&state, &entry.key)?;
             if stored.is_some_and(|(version, _)| entry.version <= version) {
                 continue;
             }
-            let was_live = stored.is_some_and(|(_, live)| live);
-            let count = self.live_keys.get();
-            self.live_keys.set(match (was_live, entry.value.is_some()) {
-                (false, true) => count + 1,
-                (true, false) => count - 1,
-                _ => count,
-            });
-            self.hlc_max.set(self.hlc_max.get().max(entry.version.hlc));
+            self.account_write(stored.is_some_and(|(_, live)| live), &entry);
             state.mem.insert(
-                entry.key.clone(),
+                entry.key,
                 MemValue {
                     version: entry.version,
-                    value: entry.value.clone(),
+                    value: entry.value,
                 },
             );
         }
@@ -266,28 +306,83 @@ impl Inner {
         self.flush_work.notify_all();
     }
 
-    /// Merged sources over everything stored, each starting at `start`.
-    fn sources(&self, state: &State, start: &[u8]) -> Vec<Source<'static>> {
-        let mut sources: Vec<Source<'static>> = Vec::new();
-        let snapshot = |mem: &Memtable| -> Source<'static> {
+    /// Sorted sources over everything stored, each starting at `start`. Memtables are
+    /// iterated in place (borrowing `state`); tables through owned iterators.
+    fn sources<'a>(&self, state: &'a State, start: &[u8]) -> Vec<Source<'a>> {
+        let borrowed = |mem: &'a Memtable, start: &[u8]| -> Source<'a> {
+            Box::new(
+                mem.range_from(start)
+                    .map(|(k, v)| Ok((k.clone(), v.version, v.value.clone()))),
+            )
+        };
+        let mut sources = vec![borrowed(&state.mem, start)];
+        if let Some(imm) = &state.imm {
+            sources.push(borrowed(imm, start));
+        }
+        sources.extend(table_sources(state, start));
+        sources
+    }
+
+    /// Like `sources`, but owning everything (memtables are copied), for `entries`.
+    fn owned_sources(&self, state: &State) -> Vec<Source<'static>> {
+        let copied = |mem: &Memtable| -> Source<'static> {
             let items: Vec<Result<Item>> = mem
-                .range_from(start)
+                .iter()
                 .map(|(k, v)| Ok((k.clone(), v.version, v.value.clone())))
                 .collect();
             Box::new(items.into_iter())
         };
-        sources.push(snapshot(&state.mem));
+        let mut sources = vec![copied(&state.mem)];
         if let Some(imm) = &state.imm {
-            sources.push(snapshot(imm));
+            sources.push(copied(imm));
         }
-        for level in &state.levels {
-            for table in level {
-                if table.meta().largest.as_slice() >= start {
-                    sources.push(Box::new(table.iter_from(start)));
-                }
-            }
-        }
+        sources.extend(table_sources(state, &[]));
         sources
+    }
+}
+
+/// One iterator per L0 table and one concatenating iterator per deeper level.
+fn table_sources(state: &State, start: &[u8]) -> Vec<Source<'static>> {
+    let mut sources: Vec<Source<'static>> = Vec::new();
+    for table in &state.levels[0] {
+        if table.meta().largest.as_slice() >= start {
+            sources.push(Box::new(table.iter_from(start)));
+        }
+    }
+    for level in &state.levels[1..] {
+        let first = level.partition_point(|t| t.meta().largest.as_slice() < start);
+        if first < level.len() {
+            sources.push(Box::new(LevelIter {
+                tables: level[first..].to_vec(),
+                next: 0,
+                current: None,
+                start: start.to_vec(),
+            }));
+        }
+    }
+    sources
+}
+
+/// Concatenates the (non-overlapping, sorted) tables of one level, opening each lazily.
+struct LevelIter {
+    tables: Vec<Rc<Table>>,
+    next: usize,
+    current: Option<crate::sst::reader::TableIter>,
+    start: Vec<u8>,
+}
+
+impl Iterator for LevelIter {
+    type Item = Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.as_mut().and_then(Iterator::next) {
+                return Some(item);
+            }
+            let table = self.tables.get(self.next)?;
+            self.next += 1;
+            self.current = Some(table.iter_from(&self.start));
+        }
     }
 }
 
@@ -298,31 +393,29 @@ impl Engine {
     /// `Durability::Sync` the future resolves after the group commit holding them is durable.
     pub async fn apply(&self, batch: Vec<Entry>) -> Result<Applied> {
         self.inner.options.limits.check_batch(&batch)?;
-        match self.apply_inner(&batch, None).await? {
-            Some(applied) => Ok(applied),
-            None => unreachable!("no condition given"),
-        }
+        let applied = self.apply_inner(batch, None).await?;
+        Ok(applied.unwrap_or_default())
     }
 
     /// Atomic check-and-write of one entry: `Ok(false)` if `condition` does not hold on the live
     /// state or the version is not newer (nothing written).
     pub async fn apply_if(&self, entry: Entry, condition: Condition) -> Result<bool> {
         self.inner.options.limits.check_entry(&entry)?;
-        let batch = [entry];
         Ok(self
-            .apply_inner(&batch, Some(condition))
+            .apply_inner(vec![entry], Some(condition))
             .await?
             .is_some_and(|applied| applied.count() == 1))
     }
 
+    /// `None` if the condition failed.
     async fn apply_inner(
         &self,
-        batch: &[Entry],
+        mut batch: Vec<Entry>,
         condition: Option<Condition>,
     ) -> Result<Option<Applied>> {
         let inner = &self.inner;
         let (applied, ticket) = loop {
-            match inner.try_apply(batch, condition)? {
+            match inner.try_apply(&mut batch, condition)? {
                 Step::Done(applied, ticket) => break (applied, ticket),
                 Step::ConditionFailed => return Ok(None),
                 Step::WaitForFlush => self.wait_for_flush().await?,
@@ -369,12 +462,23 @@ impl Engine {
                     .await
             }
             Durability::None => {
-                wal.progress
-                    .wait_for(|| {
-                        let queue = wal.queue.borrow();
-                        (queue.pending_bytes() < WAL_PENDING_BYTES_MAX).then_some(())
-                    })
-                    .await;
+                let (open, pending) = {
+                    let queue = wal.queue.borrow();
+                    (queue.open_bytes(), queue.pending_bytes())
+                };
+                if open >= LAZY_CHUNK_BYTES {
+                    // A foreground loop that never awaits would starve the WAL writer and
+                    // the flush task: hand them the executor once per chunk.
+                    futures_lite::future::yield_now().await;
+                }
+                if pending >= WAL_PENDING_BYTES_MAX {
+                    wal.progress
+                        .wait_for(|| {
+                            (wal.queue.borrow().pending_bytes() < WAL_PENDING_BYTES_MAX)
+                                .then_some(())
+                        })
+                        .await;
+                }
                 Ok(())
             }
         }
@@ -421,7 +525,7 @@ impl Engine {
     /// Every stored entry including tombstones, in key order (a snapshot taken now).
     pub fn entries(&self) -> Result<Box<dyn Iterator<Item = Result<Entry>> + '_>> {
         let state = self.inner.state.borrow();
-        let merge = Merge::new(self.inner.sources(&state, &[]));
+        let merge = Merge::new(self.inner.owned_sources(&state));
         Ok(Box::new(merge.map(|item| {
             item.map(|(key, version, value)| Entry {
                 key,

@@ -119,15 +119,18 @@ fn start_tasks(inner: Rc<Inner>, segment: Segment) -> Engine {
 }
 
 fn replay_wal(inner: &Inner, segments: &[u64]) -> Result<()> {
+    let user_bytes = inner.counters.bytes_user.get();
     for (i, number) in segments.iter().enumerate() {
         let path = segment_path(&inner.dir, *number);
         let is_last = i + 1 == segments.len();
-        let outcome = replay_file(&path, is_last, |batch| inner.replay_batch(&batch))?;
+        let outcome = replay_file(&path, is_last, |batch| inner.replay_batch(batch))?;
         add(
             &inner.counters.wal_tail_records_dropped,
             outcome.tail_records_dropped,
         );
     }
+    // Replayed entries were counted as user bytes by the session that wrote them.
+    inner.counters.bytes_user.set(user_bytes);
     Ok(())
 }
 

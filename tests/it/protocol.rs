@@ -130,3 +130,85 @@ fn a_key_longer_than_the_limit_is_refused() {
         .expect("connection still usable");
     assert_eq!(pong, "PONG");
 }
+
+#[test]
+fn idle_clients_are_disconnected() {
+    let dir = data_dir();
+    let extra_args = ["--idle-timeout-secs", "1"].map(String::from).to_vec();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &NodeOptions {
+            extra_args,
+            ..NodeOptions::default()
+        },
+    );
+    let mut idle = node.raw();
+    assert_eq!(exchange(&mut idle, b"PING\r\n", 7), b"+PONG\r\n");
+    let started = std::time::Instant::now();
+    let (reply, closed) = read_until_closed(&mut idle);
+    assert!(reply.is_empty() && closed, "idle connection not closed");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed before the idle timeout"
+    );
+}
+
+#[test]
+fn the_connection_limit_refuses_with_a_reply_and_frees_slots() {
+    let dir = data_dir();
+    let extra_args = ["--max-connections", "2"].map(String::from).to_vec();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &NodeOptions {
+            extra_args,
+            ..NodeOptions::default()
+        },
+    );
+    // The start-up probe's connection may not be released yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while node.info()["connections"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probe connection never released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut first = node.raw();
+    let mut second = node.raw();
+    assert_eq!(exchange(&mut first, b"PING\r\n", 7), b"+PONG\r\n");
+    assert_eq!(exchange(&mut second, b"PING\r\n", 7), b"+PONG\r\n");
+    let mut third = node.raw();
+    let (reply, closed) = read_until_closed(&mut third);
+    assert!(
+        reply.starts_with(b"-ERR max number of clients reached") && closed,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    drop(first);
+    // The slot comes back: a new client is served once one is gone.
+    loop {
+        let mut s = node.raw();
+        s.write_all(b"PING\r\n").expect("write");
+        let (reply, _) = read_until_closed_or(&mut s, 7);
+        if reply == b"+PONG\r\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot not released");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(exchange(&mut second, b"PING\r\n", 7), b"+PONG\r\n");
+}
+
+/// Reads until `len` bytes arrived or the peer closed.
+fn read_until_closed_or(stream: &mut std::net::TcpStream, len: usize) -> (Vec<u8>, bool) {
+    use std::io::Read as _;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 256];
+    while received.len() < len {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return (received, true),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    (received, false)
+}

@@ -157,6 +157,14 @@ impl Node {
         connection
     }
 
+    /// The admin port's `/info` document.
+    pub fn info(&self) -> serde_json::Value {
+        let (code, body) =
+            starling::api::admin::get(self.admin_addr(), "/info").expect("GET /info");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("/info is JSON")
+    }
+
     /// A raw socket to the client port.
     pub fn raw(&self) -> TcpStream {
         let stream = TcpStream::connect(self.client_addr()).expect("connect");

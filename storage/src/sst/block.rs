@@ -8,7 +8,7 @@
 
 use std::cmp::Ordering;
 
-use crate::codec::{Reader, checksum, put_varint};
+use crate::codec::{Reader, checksum, compare_keys, put_varint};
 use crate::types::Version;
 
 /// Entries between two full keys.
@@ -162,75 +162,111 @@ impl<'a> Block<'a> {
         self.restarts.len() / 4
     }
 
+    fn cursor_at(&self, offset: usize) -> Result<Cursor<'a>, BlockError> {
+        let entries = self
+            .entries
+            .get(offset..)
+            .ok_or(BlockError("restart offset"))?;
+        Ok(Cursor {
+            reader: Reader::new(entries),
+            key: Vec::new(),
+            version: Version::default(),
+            value: None,
+        })
+    }
+
+    /// The full key stored at restart `index`, borrowed from the block (no allocation).
+    fn restart_key(&self, index: usize) -> Result<&'a [u8], BlockError> {
+        let mut reader = Reader::new(
+            self.entries
+                .get(self.restart(index)?..)
+                .ok_or(BlockError("restart offset"))?,
+        );
+        let malformed = || BlockError("malformed restart entry");
+        let shared = reader.varint_usize().ok_or_else(malformed)?;
+        let unshared = reader.varint_usize().ok_or_else(malformed)?;
+        reader.varint().ok_or_else(malformed)?;
+        reader.bytes(16).ok_or_else(malformed)?;
+        if shared != 0 {
+            return Err(malformed());
+        }
+        reader.bytes(unshared).ok_or_else(malformed)
+    }
+
+    /// A cursor positioned just before the first entry with key `>= target`'s restart run.
+    fn cursor_near(&self, target: &[u8]) -> Result<Cursor<'a>, BlockError> {
+        // Binary search for the last restart whose full key is < target.
+        let (mut low, mut high) = (0usize, self.restart_count());
+        while high - low > 1 {
+            let mid = (low + high) / 2;
+            if compare_keys(self.restart_key(mid)?, target) == Ordering::Less {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        self.cursor_at(self.restart(low)?)
+    }
+
     /// An iterator over all entries in order.
     pub fn iter(&self) -> BlockIter<'a> {
         BlockIter {
-            reader: Reader::new(self.entries),
-            key: Vec::new(),
+            cursor: Cursor {
+                reader: Reader::new(self.entries),
+                key: Vec::new(),
+                version: Version::default(),
+                value: None,
+            },
+            pending: false,
             failed: false,
         }
     }
 
     /// An iterator starting at the first entry with key `>= target`.
     pub fn seek(&self, target: &[u8]) -> Result<BlockIter<'a>, BlockError> {
-        // Binary search for the last restart whose full key is < target.
-        let (mut low, mut high) = (0usize, self.restart_count());
-        while high - low > 1 {
-            let mid = (low + high) / 2;
-            let key = self.restart_key(mid)?;
-            if key.as_slice() < target {
-                low = mid;
-            } else {
-                high = mid;
+        let mut cursor = self.cursor_near(target)?;
+        while cursor.advance()? {
+            if cursor.key.as_slice() >= target {
+                return Ok(BlockIter {
+                    cursor,
+                    pending: true,
+                    failed: false,
+                });
             }
         }
-        let start = self.restart(low)?;
-        let mut iter = BlockIter {
-            reader: Reader::new(
-                self.entries
-                    .get(start..)
-                    .ok_or(BlockError("restart offset"))?,
-            ),
-            key: Vec::new(),
+        Ok(BlockIter {
+            cursor,
+            pending: false,
             failed: false,
-        };
-        // Scan forward (at most one interval plus one) to the first key >= target.
-        loop {
-            let snapshot = iter.clone();
-            match iter.next() {
-                None => return Ok(iter),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(entry)) if entry.key.as_slice() >= target => return Ok(snapshot),
-                Some(Ok(_)) => {}
-            }
-        }
+        })
     }
 
-    fn restart_key(&self, index: usize) -> Result<Vec<u8>, BlockError> {
-        let start = self.restart(index)?;
-        let mut iter = BlockIter {
-            reader: Reader::new(
-                self.entries
-                    .get(start..)
-                    .ok_or(BlockError("restart offset"))?,
-            ),
-            key: Vec::new(),
-            failed: false,
-        };
-        match iter.next() {
-            Some(Ok(entry)) => Ok(entry.key),
-            Some(Err(e)) => Err(e),
-            None => Err(BlockError("restart points past the entries")),
+    /// Finds `key` and hands the entry to `found` without allocating.
+    pub fn find<R>(
+        &self,
+        key: &[u8],
+        found: impl FnOnce(&[u8], Version, Option<&'a [u8]>) -> R,
+    ) -> Result<Option<R>, BlockError> {
+        let mut cursor = self.cursor_near(key)?;
+        while cursor.advance()? {
+            match compare_keys(&cursor.key, key) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    return Ok(Some(found(&cursor.key, cursor.version, cursor.value)));
+                }
+                Ordering::Greater => return Ok(None),
+            }
         }
+        Ok(None)
     }
 
     /// The entry with exactly `key`, if present.
     pub fn get(&self, key: &[u8]) -> Result<Option<BlockEntry<'a>>, BlockError> {
-        match self.seek(key)?.next() {
-            Some(Ok(entry)) if entry.key == key => Ok(Some(entry)),
-            Some(Err(e)) => Err(e),
-            _ => Ok(None),
-        }
+        self.find(key, |key, version, value| BlockEntry {
+            key: key.to_vec(),
+            version,
+            value,
+        })
     }
 }
 
@@ -247,16 +283,26 @@ pub fn verify(raw: &[u8]) -> Result<(), BlockError> {
     Ok(())
 }
 
-/// Iterates a block's entries, yielding an error (once) on malformed bytes.
+/// Decodes entries in place: the key lives in one reused buffer.
 #[derive(Clone, Debug)]
-pub struct BlockIter<'a> {
+struct Cursor<'a> {
     reader: Reader<'a>,
     key: Vec<u8>,
-    failed: bool,
+    version: Version,
+    value: Option<&'a [u8]>,
 }
 
-impl<'a> BlockIter<'a> {
-    fn decode(&mut self) -> Option<BlockEntry<'a>> {
+impl Cursor<'_> {
+    /// Moves to the next entry; `Ok(false)` at the end of the block.
+    fn advance(&mut self) -> Result<bool, BlockError> {
+        if self.reader.is_empty() {
+            return Ok(false);
+        }
+        self.decode().ok_or(BlockError("malformed block entry"))?;
+        Ok(true)
+    }
+
+    fn decode(&mut self) -> Option<()> {
         let shared = self.reader.varint_usize()?;
         let unshared = self.reader.varint_usize()?;
         let tag = self.reader.varint()?;
@@ -268,38 +314,47 @@ impl<'a> BlockIter<'a> {
         let suffix = self.reader.bytes(unshared)?;
         self.key.truncate(shared);
         self.key.extend_from_slice(suffix);
-        let value = match tag {
+        self.version = Version { hlc, node };
+        self.value = match tag {
             0 => None,
             len => Some(self.reader.bytes(usize::try_from(len - 1).ok()?)?),
         };
-        Some(BlockEntry {
-            key: self.key.clone(),
-            version: Version { hlc, node },
-            value,
-        })
+        Some(())
     }
+}
+
+/// Iterates a block's entries, yielding an error (once) on malformed bytes.
+#[derive(Clone, Debug)]
+pub struct BlockIter<'a> {
+    cursor: Cursor<'a>,
+    /// The cursor already holds an entry not yet returned (after `seek`).
+    pending: bool,
+    failed: bool,
 }
 
 impl<'a> Iterator for BlockIter<'a> {
     type Item = Result<BlockEntry<'a>, BlockError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.reader.is_empty() {
+        if self.failed {
             return None;
         }
-        match self.decode() {
-            Some(entry) => Some(Ok(entry)),
-            None => {
-                self.failed = true;
-                Some(Err(BlockError("malformed block entry")))
+        if !std::mem::take(&mut self.pending) {
+            match self.cursor.advance() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
             }
         }
+        Some(Ok(BlockEntry {
+            key: self.cursor.key.clone(),
+            version: self.cursor.version,
+            value: self.cursor.value,
+        }))
     }
-}
-
-/// Compares keys (kept as a function so the index and block searches agree).
-pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
-    a.cmp(b)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! [`Error::Corruption`] with the file and block offset and never served.
 
 use std::cell::Cell;
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -14,6 +15,7 @@ use super::block::{Block, TRAILER_BYTES, verify};
 use super::bloom::Bloom;
 use super::format::{BlockHandle, FOOTER_BYTES, Footer, parse_index};
 use super::writer::{TableMeta, table_path};
+use crate::codec::compare_keys;
 use crate::error::{Error, Result};
 use crate::types::{Entry, Version};
 
@@ -121,12 +123,20 @@ impl Table {
 
     /// The first block whose last key is `>= key`.
     fn block_for(&self, key: &[u8]) -> usize {
-        self.index.partition_point(|h| h.last_key.as_slice() < key)
+        self.index
+            .partition_point(|h| compare_keys(&h.last_key, key) == Ordering::Less)
     }
 
-    /// Looks `key` up; `hash` is `bloom::hash_key(key)`.
-    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<Entry>> {
-        if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
+    /// Looks `key` up (`hash` is `bloom::hash_key(key)`) and maps the entry without copying.
+    pub fn find<R>(
+        &self,
+        key: &[u8],
+        hash: u64,
+        found: impl FnOnce(&[u8], Version, Option<&[u8]>) -> R,
+    ) -> Result<Option<R>> {
+        if compare_keys(key, &self.meta.smallest) == Ordering::Less
+            || compare_keys(key, &self.meta.largest) == Ordering::Greater
+        {
             return Ok(None);
         }
         if !self.bloom().may_contain(hash) {
@@ -137,12 +147,18 @@ impl Table {
             return Ok(None);
         }
         let block = self.block(index)?;
-        let found = block.get(key).map_err(|e| self.corrupt_block(index, e.0))?;
-        Ok(found.map(|e| Entry {
-            key: e.key,
-            value: e.value.map(<[u8]>::to_vec),
-            version: e.version,
-        }))
+        block
+            .find(key, found)
+            .map_err(|e| self.corrupt_block(index, e.0))
+    }
+
+    /// Looks `key` up; `hash` is `bloom::hash_key(key)`.
+    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<Entry>> {
+        self.find(key, hash, |key, version, value| Entry {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            version,
+        })
     }
 
     /// An iterator over entries with key `>= start` (all entries for an empty `start`).

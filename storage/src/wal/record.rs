@@ -14,12 +14,14 @@ pub const HEADER_BYTES: usize = 13;
 pub const KIND_BATCH: u8 = 1;
 
 /// Encodes entries into a batch record appended to `out`.
-pub fn encode_batch<'a>(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item = &'a Entry>) {
+pub fn encode_batch<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = &'a Entry>, count: usize) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_BYTES]);
     out[start + 12] = KIND_BATCH;
-    put_varint(out, entries.len() as u64);
+    put_varint(out, count as u64);
+    let mut encoded = 0;
     for entry in entries {
+        encoded += 1;
         put_varint(out, entry.key.len() as u64);
         out.extend_from_slice(&entry.key);
         match &entry.value {
@@ -32,6 +34,7 @@ pub fn encode_batch<'a>(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item 
         out.extend_from_slice(&entry.version.hlc.to_le_bytes());
         out.extend_from_slice(&entry.version.node.to_le_bytes());
     }
+    assert_eq!(encoded, count, "count must match the entries");
     let payload_len = out.len() - start - HEADER_BYTES;
     let len = u32::try_from(payload_len).unwrap_or(u32::MAX);
     assert!(
@@ -128,7 +131,7 @@ mod tests {
     fn record_round_trips_and_detects_flips() {
         let batch = vec![entry(b"a", Some(b"1"), 5), entry(b"bb", None, 6)];
         let mut out = Vec::new();
-        encode_batch(&mut out, batch.iter());
+        encode_batch(&mut out, batch.iter(), batch.len());
         let Parsed::Record { payload, total, .. } = parse(&out) else {
             panic!("valid record did not parse");
         };

@@ -112,7 +112,7 @@ mod tests {
                     node: 0,
                 },
             };
-            encode_batch(&mut out, std::iter::once(&entry));
+            encode_batch(&mut out, std::iter::once(&entry), 1);
         }
         out.resize(out.len() + 4096, 0);
         (out, starts)

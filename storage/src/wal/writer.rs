@@ -24,7 +24,7 @@ pub const ALIGN: usize = 4096;
 /// Largest single DMA write.
 const WRITE_BYTES_MAX: usize = 8 << 20;
 /// In `Durability::None`, the open chunk is written once it holds this much.
-const LAZY_CHUNK_BYTES: usize = 1 << 20;
+pub const LAZY_CHUNK_BYTES: usize = 1 << 20;
 /// Failed-ticket outcomes kept for waiters.
 const FAILED_KEPT: usize = 4096;
 
@@ -81,11 +81,17 @@ impl Default for WalQueue {
 }
 
 impl WalQueue {
-    /// Appends one encoded record; returns the ticket to wait for.
-    pub fn append(&mut self, record: &[u8]) -> u64 {
-        self.open.bytes.extend_from_slice(record);
+    /// Appends one record encoded by `encode` straight into the open chunk; returns the
+    /// ticket to wait for.
+    pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        encode(&mut self.open.bytes);
         self.open.batches += 1;
         self.open.id
+    }
+
+    /// Bytes in the open chunk (not yet picked up by the writer).
+    pub fn open_bytes(&self) -> usize {
+        self.open.bytes.len()
     }
 
     fn seal(&mut self, roll_to: Option<u64>) {
@@ -232,14 +238,13 @@ impl Segment {
             let padded = len.next_multiple_of(ALIGN);
             let mut buffer = self.file.alloc_dma_buffer(padded);
             let out = buffer.as_bytes_mut();
-            for (i, byte) in out[..len].iter_mut().enumerate() {
-                let at = done + i;
-                *byte = if at < self.tail.len() {
-                    self.tail[at]
-                } else {
-                    bytes[at - self.tail.len()]
-                };
+            // Bytes [done, done + len) of the logical stream `tail ++ bytes`.
+            let from_tail = self.tail.len().saturating_sub(done).min(len);
+            if from_tail > 0 {
+                out[..from_tail].copy_from_slice(&self.tail[done..done + from_tail]);
             }
+            let bytes_start = (done + from_tail).saturating_sub(self.tail.len());
+            out[from_tail..len].copy_from_slice(&bytes[bytes_start..bytes_start + len - from_tail]);
             out[len..].fill(0);
             let position = start + done as u64;
             let written =

@@ -165,3 +165,39 @@ fn conditions_and_second_engine_and_limits() {
         );
     });
 }
+
+#[test]
+fn a_wal_record_larger_than_one_dma_write_survives_reopen() {
+    let dir = tempdir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let mut options = small_options(&path);
+        options.memtable_bytes_max = 64 << 20;
+        let engine = Engine::open(options.clone()).await.expect("open");
+        engine
+            .apply(vec![put(b"small", b"x", 1)])
+            .await
+            .expect("unaligned tail first");
+        // 12 one-MiB values: one 12 MiB record, written as more than one 8 MiB DMA write.
+        let batch = (0..12u8)
+            .map(|i| put(&[b'v', i], &vec![i; 1 << 20], 2))
+            .collect();
+        engine.apply(batch).await.expect("apply");
+        engine
+            .apply(vec![put(b"z", b"after", 3)])
+            .await
+            .expect("apply after");
+        engine.close().await.expect("close");
+        let engine = Engine::open(options).await.expect("reopen replays the WAL");
+        for i in 0..12u8 {
+            let entry = engine.get(&[b'v', i]).expect("get").expect("present");
+            assert_eq!(entry.value, Some(vec![i; 1 << 20]));
+        }
+        assert_eq!(
+            engine.get(b"z").expect("get").expect("z").value.as_deref(),
+            Some(&b"after"[..])
+        );
+        assert_eq!(engine.live_keys(), 14);
+        engine.close().await.expect("close");
+    });
+}
