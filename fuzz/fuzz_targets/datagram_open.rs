@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(guard.accept(&header).is_ok());
     }
     // Structured half: seal what the fuzzer gives and check the round trip and replay.
-    let Some((&kind, body)) = data.split_first() else { return };
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
     let kind = Kind(kind);
     if kind.range() == KindRange::Reserved || body.len() > BODY_BYTES_MAX {
         return;
@@ -26,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
     let mut datagram = Vec::new();
     assert!(sealer.seal(kind, body, &mut datagram).is_ok());
     let opened = wire::open(CLUSTER, &keyring, &datagram);
-    let Ok((header, opened_body)) = opened else { panic!("own datagram rejected: {opened:?}") };
+    let Ok((header, opened_body)) = opened else {
+        panic!("own datagram rejected: {opened:?}")
+    };
     assert_eq!(opened_body, body);
     assert!(guard.accept(&header).is_ok());
     assert!(guard.accept(&header).is_err(), "replay accepted");

@@ -1,9 +1,9 @@
 //! Replay protection: a sliding window of recently seen sequence numbers per sender.
 //!
 //! Like IPsec (RFC 4303 §3.4.3) and WireGuard: each (sender node, sender shard) keeps the newest
-//! epoch seen, the highest sequence number seen in it, and a [`WINDOW_BITS`]-bit bitmap of the
-//! sequence numbers just below it. A sequence number that is already marked, or more than
-//! `WINDOW_BITS - 1` below the highest, is rejected; so is any datagram from an epoch older than
+//! epoch seen, the highest sequence number seen in it, and a bitmap of the [`WINDOW_BITS`]
+//! sequence numbers just below it. A sequence number that is already marked, or
+//! `WINDOW_BITS` or more below the highest, is rejected; so is any datagram from an epoch older than
 //! the newest seen (a restarted sender starts a new epoch with a fresh window).
 //!
 //! **Invariants:** only feed headers that passed [`super::wire::open`] (so forged datagrams
@@ -15,16 +15,22 @@ use std::collections::HashMap;
 
 use super::wire::{Header, NodeId, WireError};
 
-/// Width of the replay window in sequence numbers.
-pub const WINDOW_BITS: u64 = 128;
+/// 64-bit blocks in a window's ring bitmap (RFC 6479): 128 bytes per sender.
+const BLOCKS: usize = 16;
+/// Sequence numbers accepted below the highest seen. One block of the ring is always the
+/// partially filled current one, so the usable width is `(BLOCKS - 1) · 64`. Sequence numbers are
+/// per sender across all its destinations, so the window must cover every datagram a sender
+/// emits while an earlier one to us is still in flight (~1,000 at 100k datagrams/s and 10 ms
+/// of reordering).
+pub const WINDOW_BITS: u64 = (BLOCKS as u64 - 1) * 64;
 
-/// One sender's window.
+/// One sender's window: a ring of bitmap blocks indexed by `sequence / 64 mod BLOCKS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayWindow {
-    /// Highest sequence number accepted so far (meaningless while `bitmap == 0`).
+    /// Highest sequence number accepted so far (meaningless while `empty`).
     highest: u64,
-    /// Bit `i` set = sequence `highest - i` was accepted.
-    bitmap: u128,
+    blocks: [u64; BLOCKS],
+    empty: bool,
 }
 
 impl Default for ReplayWindow {
@@ -33,25 +39,33 @@ impl Default for ReplayWindow {
     }
 }
 
+fn block_of(sequence: u64) -> usize {
+    ((sequence / 64) % BLOCKS as u64) as usize
+}
+
+fn bit_of(sequence: u64) -> u64 {
+    1u64 << (sequence % 64)
+}
+
 impl ReplayWindow {
     /// An empty window: the next sequence number is accepted whatever it is.
     pub const fn new() -> Self {
         Self {
             highest: 0,
-            bitmap: 0,
+            blocks: [0; BLOCKS],
+            empty: true,
         }
     }
 
     /// Whether `sequence` would be accepted, without recording it.
     pub fn check(&self, sequence: u64) -> Result<(), ReplayVerdict> {
-        if self.bitmap == 0 || sequence > self.highest {
+        if self.empty || sequence > self.highest {
             return Ok(());
         }
-        let behind = self.highest - sequence;
-        if behind >= WINDOW_BITS {
+        if self.highest - sequence >= WINDOW_BITS {
             return Err(ReplayVerdict::TooOld);
         }
-        if self.bitmap & (1u128 << behind) != 0 {
+        if self.blocks[block_of(sequence)] & bit_of(sequence) != 0 {
             return Err(ReplayVerdict::Replayed);
         }
         Ok(())
@@ -60,22 +74,20 @@ impl ReplayWindow {
     /// Accepts and records `sequence`, or says why not.
     pub fn accept(&mut self, sequence: u64) -> Result<(), ReplayVerdict> {
         self.check(sequence)?;
-        if self.bitmap == 0 {
+        if self.empty {
+            self.empty = false;
             self.highest = sequence;
-            self.bitmap = 1;
         } else if sequence > self.highest {
-            let ahead = sequence - self.highest;
-            self.bitmap = if ahead >= WINDOW_BITS {
-                0
-            } else {
-                self.bitmap << ahead
-            };
-            self.bitmap |= 1;
+            // Clear the blocks the window slides over (at most the whole ring).
+            let blocks_ahead = (sequence / 64 - self.highest / 64).min(BLOCKS as u64);
+            for step in 1..=blocks_ahead {
+                // Wrapping keeps the block index right: 2^64 is a multiple of 64 · BLOCKS.
+                self.blocks[block_of(self.highest.wrapping_add(step * 64))] = 0;
+            }
             self.highest = sequence;
-        } else {
-            self.bitmap |= 1u128 << (self.highest - sequence);
         }
-        debug_assert!(self.bitmap & 1 == 1, "highest is always marked");
+        self.blocks[block_of(sequence)] |= bit_of(sequence);
+        debug_assert!(self.blocks[block_of(self.highest)] & bit_of(self.highest) != 0);
         Ok(())
     }
 }
@@ -215,7 +227,7 @@ mod tests {
         #[test]
         fn window_matches_hashset_model(
             start in 0u64..1_000,
-            steps in proptest::collection::vec((0u64..300, any::<bool>()), 1..400),
+            steps in proptest::collection::vec((0u64..2_500, any::<bool>()), 1..400),
         ) {
             let mut window = ReplayWindow::new();
             let mut seen = HashSet::new();
@@ -240,8 +252,19 @@ mod tests {
             window.accept(1_000 - WINDOW_BITS),
             Err(ReplayVerdict::TooOld)
         );
-        assert_eq!(window.accept(u64::MAX), Ok(()));
+        assert_eq!(
+            window.accept(1_000 + WINDOW_BITS + 64),
+            Ok(()),
+            "slides past the whole ring"
+        );
         assert_eq!(window.accept(1_001), Err(ReplayVerdict::TooOld));
+        assert_eq!(
+            window.accept(1_064 + 1),
+            Ok(()),
+            "inside the moved window, never seen"
+        );
+        assert_eq!(window.accept(u64::MAX), Ok(()));
+        assert_eq!(window.accept(u64::MAX), Err(ReplayVerdict::Replayed));
     }
 
     fn header(sender: u64, shard: u16, epoch: u64, sequence: u64) -> Header {

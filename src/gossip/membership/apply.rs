@@ -7,11 +7,11 @@
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::codec::Update;
+use super::codec::{Message, Update};
 use super::member::{Member, MemberEvent, MemberState};
 use super::suspicion::{Suspicion, bounds_ms};
 use super::{Membership, Slot};
-use crate::gossip::wire::NodeId;
+use crate::gossip::wire::{BODY_BYTES_MAX, NodeId};
 
 impl Membership {
     pub(super) fn apply_updates(&mut self, updates: &[Update], now: u64) {
@@ -136,6 +136,11 @@ impl Membership {
         let stale_or_same = incoming.incarnation < self.incarnation
             || (incoming.incarnation == self.incarnation && *incoming == ours);
         if stale_or_same {
+            if incoming.incarnation < self.incarnation && incoming.state != MemberState::Alive {
+                // Someone still repeats an old accusation: it missed our refutation, so send
+                // our current record again (it rides on the reply to that very datagram).
+                self.broadcast_self();
+            }
             return false;
         }
         // Suspect/Dead/Left at ≥ our incarnation, or an Alive record from a previous life.
@@ -174,6 +179,11 @@ impl Membership {
         match (was_live, member.state.is_live()) {
             (true, false) => {
                 self.live_count -= 1;
+                if self.reap_queue.len() >= 2 * self.config.members_max {
+                    // Bounded: a member whose entry falls off stays listed as gone (the table
+                    // itself is bounded by members_max) until it changes state again.
+                    self.reap_queue.pop_front();
+                }
                 self.reap_queue.push_back((now, member.id));
             }
             (false, true) => self.live_count += 1,
@@ -218,6 +228,7 @@ impl Membership {
             self.config.suspicion_alpha,
             self.config.suspicion_beta,
             self.config.probe_interval_ms,
+            self.config.suspicion_floor_min_ms,
             cluster,
         );
         // Too few members to ever gather k confirmations: use the floor directly (memberlist).
@@ -261,28 +272,64 @@ impl Membership {
                 break;
             }
             self.suspicion_deadlines.pop_first();
-            let Some(suspicion) = self.suspicions.remove(&id) else {
+            let Some(mut suspicion) = self.suspicions.remove(&id) else {
                 continue;
             };
             let Some(&index) = self.index.get(&id) else {
                 continue;
             };
             let current = self.slots[index].member;
-            if current.state == MemberState::Suspect && current.incarnation == suspicion.incarnation
+            if current.state != MemberState::Suspect || current.incarnation != suspicion.incarnation
             {
-                self.stats.deaths_declared += 1;
-                let dead = Member {
-                    state: MemberState::Dead,
-                    ..current
-                };
-                self.apply_update(
-                    Update {
-                        member: dead,
-                        origin: 0,
-                    },
-                    now,
-                );
+                continue;
             }
+            if !suspicion.final_check_sent {
+                // Last look before declaring death (our addition to SWIM): a rumor can die out
+                // before reaching us, so a refutation may have passed us by. Ping the suspect
+                // with the stale suspicion; a live one answers with its newer Alive record.
+                suspicion.final_check_sent = true;
+                suspicion.deadline_ms = now + self.scaled_ms(self.config.probe_interval_ms);
+                self.suspicion_deadlines.insert((suspicion.deadline_ms, id));
+                self.suspicions.insert(id, suspicion);
+                self.send_final_check(current);
+                continue;
+            }
+            self.stats.deaths_declared += 1;
+            let dead = Member {
+                state: MemberState::Dead,
+                ..current
+            };
+            self.apply_update(
+                Update {
+                    member: dead,
+                    origin: 0,
+                },
+                now,
+            );
+        }
+    }
+
+    /// Two pings (losses are independent) carrying our suspicion of `suspect` first.
+    fn send_final_check(&mut self, suspect: Member) {
+        let accusation = Update {
+            member: suspect,
+            origin: self.me.id,
+        };
+        for _ in 0..2 {
+            let sequence = self.next_sequence();
+            let mut updates = vec![accusation];
+            let space = BODY_BYTES_MAX - 13 - super::codec::update_bytes(&accusation);
+            updates.extend(
+                self.take_updates(space)
+                    .into_iter()
+                    .take(self.config.updates_per_datagram_max - 1),
+            );
+            let message = Message::Ping {
+                sequence,
+                target: suspect.id,
+                updates,
+            };
+            self.push_transmit(suspect.addr, &message);
         }
     }
 

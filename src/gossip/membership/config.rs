@@ -17,6 +17,9 @@ pub struct Config {
     pub gossip_to_dead_ms: u64,
     /// Lifeguard α: suspicion timeout floor = α · max(1, log10 N) · probe interval.
     pub suspicion_alpha: f64,
+    /// Lower bound of the suspicion floor, so small clusters (where log10 N ≈ 1) still leave
+    /// a refutation time to cross a lossy network.
+    pub suspicion_floor_min_ms: u64,
     /// Lifeguard β: suspicion timeout ceiling = β · floor (no confirmations yet).
     pub suspicion_beta: f64,
     /// Independent confirmations that shrink the timeout all the way to the floor.
@@ -61,6 +64,7 @@ impl Default for Config {
             gossip_fanout: 3,
             gossip_to_dead_ms: 10_000,
             suspicion_alpha: 2.0,
+            suspicion_floor_min_ms: 1_000,
             suspicion_beta: 4.0,
             suspicion_confirmations: 3,
             retransmit_mult: 4,

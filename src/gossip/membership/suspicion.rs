@@ -18,17 +18,23 @@ pub(super) struct Suspicion {
     pub(super) floor_ms: u64,
     pub(super) ceiling_ms: u64,
     pub(super) confirmations_needed: u32,
+    /// Whether the last-look pings before declaring death went out.
+    pub(super) final_check_sent: bool,
 }
 
-/// Timeout bounds for a cluster of `members` (including us).
+/// Timeout bounds for a cluster of `members` (including us); the floor is at least `floor_min_ms`.
 pub(super) fn bounds_ms(
     alpha: f64,
     beta: f64,
     probe_interval_ms: u64,
+    floor_min_ms: u64,
     members: usize,
 ) -> (u64, u64) {
     let scale = (members.max(1) as f64).log10().max(1.0);
-    let floor = (alpha * scale * probe_interval_ms as f64).round().max(1.0);
+    let floor = (alpha * scale * probe_interval_ms as f64)
+        .round()
+        .max(floor_min_ms as f64)
+        .max(1.0);
     let ceiling = (beta * floor).round().max(floor);
     (floor as u64, ceiling as u64)
 }
@@ -54,6 +60,7 @@ impl Suspicion {
             floor_ms,
             ceiling_ms,
             confirmations_needed: needed,
+            final_check_sent: false,
         };
         suspicion.deadline_ms = now + suspicion.timeout_ms();
         suspicion
@@ -93,11 +100,12 @@ mod tests {
     #[test]
     fn bounds_scale_with_log10_members() {
         assert_eq!(
-            bounds_ms(2.0, 4.0, 200, 5),
+            bounds_ms(2.0, 4.0, 200, 0, 5),
             (400, 1_600),
             "log10 floored at 1"
         );
-        assert_eq!(bounds_ms(2.0, 4.0, 200, 10_000), (1_600, 6_400));
+        assert_eq!(bounds_ms(2.0, 4.0, 200, 1_000, 5), (1_000, 4_000));
+        assert_eq!(bounds_ms(2.0, 4.0, 200, 1_000, 10_000), (1_600, 6_400));
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Membership {
             self.suspicion_deadlines
                 .first()
                 .map(|&(deadline, _)| deadline),
-            self.relays.iter().map(|relay| relay.deadline_ms).min(),
+            self.next_relay_deadline(),
             self.next_join_ms,
             self.reap_queue
                 .front()
@@ -171,32 +171,47 @@ impl Membership {
         }
         let sequence = self.next_sequence();
         self.send_ping(target_addr, target, sequence);
-        // Nack a little before the requester's own deadline so the nack can still count.
+        // Nack a little before the requester's own deadline so the nack can still count, but
+        // keep forwarding a late ack (a slow target) until the requester's interval surely ended.
         let deadline_ms = now + self.scaled_ms(self.config.probe_timeout_ms) * 4 / 5;
-        self.relays.push_back(Relay {
+        let expiry_ms = now + self.scaled_ms(self.config.probe_interval_ms);
+        let relay = Relay {
             sequence,
             requester,
             requester_sequence,
             deadline_ms,
-        });
+            nacked: false,
+            expiry_ms,
+        };
+        self.relays.push_back(relay);
     }
 
     fn expire_relays(&mut self, now: u64) {
-        let mut index = 0;
-        while index < self.relays.len() {
+        self.relays.retain(|relay| relay.expiry_ms > now);
+        let due: Vec<usize> = (0..self.relays.len())
+            .filter(|&index| !self.relays[index].nacked && self.relays[index].deadline_ms <= now)
+            .collect();
+        for index in due {
+            self.relays[index].nacked = true;
             let relay = self.relays[index];
-            if relay.deadline_ms <= now {
-                self.relays.remove(index);
-                let updates = self.take_updates(BODY_BYTES_MAX - ACK_FIXED_BYTES);
-                let message = Message::Nack {
-                    sequence: relay.requester_sequence,
-                    updates,
-                };
-                self.push_transmit(relay.requester, &message);
-            } else {
-                index += 1;
-            }
+            let updates = self.take_updates(BODY_BYTES_MAX - ACK_FIXED_BYTES);
+            let message = Message::Nack {
+                sequence: relay.requester_sequence,
+                updates,
+            };
+            self.push_transmit(relay.requester, &message);
         }
+    }
+
+    fn next_relay_deadline(&self) -> Option<u64> {
+        let nack = |relay: &Relay| {
+            if relay.nacked {
+                relay.expiry_ms
+            } else {
+                relay.deadline_ms
+            }
+        };
+        self.relays.iter().map(nack).min()
     }
 
     fn send_ping(&mut self, to: SocketAddr, target: NodeId, sequence: u32) {
@@ -280,7 +295,12 @@ impl Membership {
             return;
         }
         if self.live_count > 0 {
+            // Joined. Pages of the seed's answer may have been lost: one early push-pull with
+            // another member fills the gaps long before the periodic one.
             self.next_join_ms = None;
+            self.next_push_pull_ms = self
+                .next_push_pull_ms
+                .min(now + 2 * self.config.join_retry_ms);
             return;
         }
         self.send_join(now);
@@ -310,7 +330,7 @@ impl Membership {
         };
         let budget = BODY_BYTES_MAX - 2;
         let mut cursor = 0;
-        for _ in 0..self.config.push_pull_datagrams_max {
+        for page in 0..self.config.push_pull_datagrams_max {
             let mut records = vec![own];
             let mut bytes = update_bytes(&own);
             while cursor < total && records.len() < 255 {
@@ -327,7 +347,19 @@ impl Membership {
                 records.push(record);
                 cursor += 1;
             }
-            self.push_transmit(to, &Message::PushPull { flags, records });
+            // Only the first page asks for a reply: one request, one full answer.
+            let page_flags = if page == 0 {
+                flags
+            } else {
+                flags & !PUSH_PULL_REPLY_WANTED
+            };
+            self.push_transmit(
+                to,
+                &Message::PushPull {
+                    flags: page_flags,
+                    records,
+                },
+            );
             if cursor >= total {
                 break;
             }
