@@ -7,10 +7,9 @@
 //! 3. For each page A ships the entries B lacks (`SyncEntries`) and asks for the ones it lacks
 //!    (`SyncNeed`); B answers a need with `SyncEntries`.
 //!
-//! This is the seam where the CPISync session of `reconcile` plugs in: it replaces step 2 (whose
-//! cost is linear in the partition size) with sketches whose cost is linear in the difference.
-//! Until then the element list is the honest fallback; it is fine for the small partitions the
-//! simulator uses and is the known-weak spot for large ones.
+//! With `AntiEntropyMode::Cpisync` (the default) steps 2–3 are replaced by a CPISync session
+//! (`super::cpisync`) whose cost grows with the difference; the element list here remains as
+//! `AntiEntropyMode::ElementList`, whose cost grows with the partition size.
 
 use super::store::Store;
 use super::types::{Entry, element_of};

@@ -6,6 +6,7 @@
 //! with the current time and perform the returned actions.
 
 pub mod anti_entropy;
+pub mod cpisync;
 pub mod dissemination;
 pub mod gc;
 pub mod hlc;
@@ -15,7 +16,7 @@ pub mod store;
 pub mod types;
 pub mod wire;
 
-pub use replicator::{Ack, Action, Config, Context, Replicator, Stats};
+pub use replicator::{Ack, Action, AntiEntropyMode, Config, Context, Replicator, Stats};
 pub use store::{MemStore, Store};
 pub use types::{Entry, NodeId, Peer, PeerInfo, Version};
 

@@ -23,6 +23,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::anti_entropy;
+use super::cpisync;
 use super::dissemination::{Dissemination, DisseminationConfig};
 use super::store::Store;
 use super::types::{Entry, NodeId, Peer, PeerInfo, partition_of, ring_position};
@@ -47,6 +48,18 @@ pub struct Config {
     pub sync_interval_ms: u64,
     /// Dissemination tuning.
     pub dissemination: DisseminationConfig,
+    /// How partitions with unequal digests find their difference.
+    pub anti_entropy: AntiEntropyMode,
+}
+
+/// How anti-entropy finds the difference once two digests differ.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum AntiEntropyMode {
+    /// CPISync sessions of `crate::reconcile` (cost grows with the difference).
+    #[default]
+    Cpisync,
+    /// The responder lists all its elements (cost grows with the partition size).
+    ElementList,
 }
 
 impl Default for Config {
@@ -57,6 +70,7 @@ impl Default for Config {
             shard: 0,
             sync_interval_ms: 30_000,
             dissemination: DisseminationConfig::default(),
+            anti_entropy: AntiEntropyMode::default(),
         }
     }
 }
@@ -201,6 +215,7 @@ pub struct Replicator {
     sync_credit: u64,
     last_tick_ms: Option<u64>,
     actions: Vec<Action>,
+    sessions: cpisync::Sessions,
     stats: Stats,
 }
 
@@ -234,6 +249,7 @@ impl Replicator {
             sync_credit: 0,
             last_tick_ms: None,
             actions: Vec::new(),
+            sessions: cpisync::Sessions::default(),
             stats: Stats::default(),
         }
     }
@@ -279,6 +295,13 @@ impl Replicator {
             .tick(now_ms, context.view, self.me, &mut self.rng);
         self.pack_rumors(sends);
         self.expire_waits(now_ms);
+        for (peer, body) in self.sessions.tick(now_ms) {
+            self.actions.push(Action::Send {
+                to: peer,
+                kind: cpisync::RECONCILE,
+                body,
+            });
+        }
         self.anti_entropy_tick(now_ms, context);
     }
 
@@ -434,6 +457,19 @@ impl Replicator {
         body: &[u8],
         context: Context<'_>,
     ) -> Result<(), DecodeError> {
+        if kind == cpisync::RECONCILE {
+            let (partitions, shards, shard) = (
+                self.config.partitions,
+                self.config.shards,
+                self.config.shard,
+            );
+            let owned = |partition: u16| partition < partitions && partition % shards == shard;
+            let step = self
+                .sessions
+                .receive(now_ms, from, body, &owned, context.store);
+            self.perform_step(from, step);
+            return Ok(());
+        }
         match Message::decode(kind, body)? {
             Message::Rumor(delegations) => self.on_rumor(now_ms, from, delegations, context),
             Message::RumorAck(batches) => self.on_rumor_ack(from, &batches),
@@ -441,9 +477,7 @@ impl Replicator {
                 if self.owned_or_count(partition)
                     && anti_entropy::digest(context.store, partition) != digest
                 {
-                    for page in anti_entropy::element_pages(context.store, partition) {
-                        self.send(from, &page);
-                    }
+                    self.find_difference(now_ms, from, partition, context.store);
                 } else {
                     self.stats.sync_equal += 1;
                 }
@@ -480,6 +514,43 @@ impl Replicator {
             }
         }
         Ok(())
+    }
+
+    /// Digests differ: run a CPISync session (we initiate) or list our elements.
+    fn find_difference(&mut self, now_ms: u64, peer: Peer, partition: u16, store: &dyn Store) {
+        match self.config.anti_entropy {
+            AntiEntropyMode::Cpisync => {
+                let session_id = self.rng.random::<u64>();
+                let step = self
+                    .sessions
+                    .start(now_ms, peer, session_id, partition, store);
+                self.perform_step(peer, step);
+            }
+            AntiEntropyMode::ElementList => {
+                for page in anti_entropy::element_pages(store, partition) {
+                    self.send(peer, &page);
+                }
+            }
+        }
+    }
+
+    fn perform_step(&mut self, peer: Peer, step: cpisync::Step) {
+        for body in step.bodies {
+            debug_assert!(body.len() <= BODY_BYTES_MAX);
+            self.actions.push(Action::Send {
+                to: peer,
+                kind: cpisync::RECONCILE,
+                body,
+            });
+        }
+        if !step.ship.is_empty() {
+            self.ship(peer, step.partition, &step.ship);
+        }
+    }
+
+    /// Counters of CPISync anti-entropy.
+    pub fn cpisync_stats(&self) -> &cpisync::CpisyncStats {
+        &self.sessions.stats
     }
 
     fn owned_or_count(&mut self, partition: u16) -> bool {

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::replicator::{Ack, Action, Config, Context, Replicator};
+use super::replicator::{Ack, Action, AntiEntropyMode, Config, Context, Replicator};
 use super::store::{MemStore, Store};
 use super::types::{Entry, Peer, PeerInfo, Version, sort_view};
 use super::wire::{Message, kind};
@@ -382,10 +382,17 @@ fn large_values_are_announced_and_fetched() {
 
 #[test]
 fn anti_entropy_repairs_divergence() {
+    for mode in [AntiEntropyMode::Cpisync, AntiEntropyMode::ElementList] {
+        anti_entropy_repairs_divergence_with(mode);
+    }
+}
+
+fn anti_entropy_repairs_divergence_with(mode: AntiEntropyMode) {
     let mut cluster = Cluster::new(
         3,
         &Config {
             sync_interval_ms: 400,
+            anti_entropy: mode,
             ..config()
         },
     );
@@ -427,6 +434,12 @@ fn anti_entropy_repairs_divergence() {
         equal > 0,
         "converged partitions answer a digest with one message"
     );
+    let finished: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.replicator.cpisync_stats().sessions_finished)
+        .sum();
+    assert_eq!(finished > 0, mode == AntiEntropyMode::Cpisync);
 }
 
 #[test]

@@ -4,27 +4,7 @@
 //! `Entry` and `Version` are `starling_storage`'s types (re-exported here so the protocol code
 //! names one path); see `storage/src/types.rs` for their invariants (LWW order by `(hlc, node)`).
 
-// Until the storage branch (which defines these in `starling_storage`) is merged, an identical
-// copy lives here; the merge replaces it with `pub use starling_storage::{Entry, Version};`.
-/// `(hlc, node)`: the field order gives the total order (larger hlc wins, then larger node).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    /// Hybrid logical clock: 48-bit physical milliseconds + 16-bit logical counter.
-    pub hlc: u64,
-    /// The node that wrote the version (tie breaker).
-    pub node: u64,
-}
-
-/// One stored entry; `value: None` is a tombstone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// The key.
-    pub key: Vec<u8>,
-    /// The value, or `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
-    /// The version; the larger version wins.
-    pub version: Version,
-}
+pub use starling_storage::{Entry, Version};
 
 /// Node identifier, unique in a cluster (the same value the gossip layer uses).
 pub type NodeId = u64;

@@ -7,6 +7,7 @@
 //! **Architecture invariant:** the simulator only moves bytes and time; every protocol decision
 //! is made by the same `starling::replication` code the runtime drives.
 
+mod members;
 pub mod network;
 pub mod queue;
 pub mod report;

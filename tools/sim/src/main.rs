@@ -2,6 +2,7 @@
 
 use clap::Parser;
 
+use starling::replication::AntiEntropyMode;
 use starling_sim::{SimConfig, run};
 
 /// Simulates N Starling nodes' replication (dissemination, anti-entropy, acks) on a virtual
@@ -66,6 +67,26 @@ struct Args {
     /// Dissemination fanout per tick.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes, so keep
+    /// N at a few thousand); "auto" turns it on for N <= 2,000.
+    #[arg(long, default_value = "auto")]
+    membership: String,
+    /// Kill this many random nodes at --kill-at (until --duration) to measure detection.
+    #[arg(long, default_value_t = 0)]
+    kill: u32,
+    /// When to kill them (ms).
+    #[arg(long, default_value_t = 5_000)]
+    kill_at: u64,
+    /// Anti-entropy after unequal digests: "cpisync" sessions or "elements" lists.
+    #[arg(long, default_value = "cpisync")]
+    anti_entropy: String,
+    /// Run this many consecutive seeds starting at --seed (one line per run).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Exit with status 1 if any run lost an acknowledged write or did not converge (the
+    /// failing seeds are printed, so each can be replayed alone).
+    #[arg(long)]
+    check: bool,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -89,6 +110,17 @@ fn main() -> anyhow::Result<()> {
         args.key_bytes
     );
     anyhow::ensure!(args.fanout >= 1, "--fanout must be at least 1");
+    let membership = match args.membership.as_str() {
+        "on" => true,
+        "off" => false,
+        "auto" => args.nodes <= 2_000,
+        other => anyhow::bail!("--membership must be on, off or auto, got {other:?}"),
+    };
+    let anti_entropy = match args.anti_entropy.as_str() {
+        "cpisync" => AntiEntropyMode::Cpisync,
+        "elements" => AntiEntropyMode::ElementList,
+        other => anyhow::bail!("--anti-entropy must be cpisync or elements, got {other:?}"),
+    };
     let config = SimConfig {
         nodes: args.nodes,
         seed: args.seed,
@@ -110,12 +142,34 @@ fn main() -> anyhow::Result<()> {
         sync_interval_ms: args.sync_interval_ms,
         partitions: args.partitions,
         fanout: args.fanout,
+        membership,
+        kill: args.kill,
+        kill_at_ms: args.kill_at,
+        anti_entropy,
     };
-    let report = run(&config);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.human());
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed.saturating_add(args.seeds.max(1)) {
+        let report = run(&SimConfig {
+            seed,
+            ..config.clone()
+        });
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", report.human());
+        }
+        if report.lost_acked_writes > 0 || !report.converged {
+            failed.push(seed);
+        }
+    }
+    if args.check && !failed.is_empty() {
+        eprintln!(
+            "starling-sim: {} of {} runs lost an acked write or did not converge; replay with \
+             --seed S --seeds 1 for S in {failed:?}",
+            failed.len(),
+            args.seeds.max(1),
+        );
+        std::process::exit(1);
     }
     Ok(())
 }

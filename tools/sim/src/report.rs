@@ -13,7 +13,8 @@ pub struct Report {
     pub seed: u64,
     /// Datagram loss probability.
     pub loss: f64,
-    /// Gossip rounds (ticks) until a write reached every node: p99 over writes.
+    /// Gossip rounds (ticks) until a write reached every node that never crashed: p99 over
+    /// writes. (Crashed nodes catch up by anti-entropy; `converged` covers them.)
     pub converge_rounds_p99: u64,
     /// Simulated milliseconds until a write reached every node: p99 over writes.
     pub converge_ms_p99: u64,
@@ -23,7 +24,7 @@ pub struct Report {
     /// Failure detection: the largest time until every live node marked a crashed node dead
     /// (ms), or 0 when membership was not simulated or nothing crashed.
     pub detect_ms_max: u64,
-    /// Live nodes declared dead by some node.
+    /// `Died` events (at any observer) about live, never-crashed nodes outside partitions.
     pub false_positives: u64,
     /// Acknowledged writes missing on some node at the end of the run.
     pub lost_acked_writes: u64,
@@ -53,6 +54,17 @@ pub struct Report {
     pub sync_bytes_per_node_per_s: f64,
     /// Membership bytes per node per simulated second (0 without membership).
     pub membership_bytes_per_node_per_s: f64,
+    /// Datagram bytes (header and MAC included) per node per simulated second, by kind
+    /// (0x01–0x06 membership, 0x40–0x4B replication, 0x80 reconciliation).
+    pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
+    /// Distinct live nodes behind `false_positives`.
+    pub false_positive_nodes: u64,
+    /// (killed node, healthy observer) pairs where the observer never declared the kill dead.
+    pub undetected: u64,
+    /// CPISync sessions that produced an outcome (both sides count).
+    pub sync_sessions: u64,
+    /// CPISync sessions abandoned or refused, and reconcile messages too big for a datagram.
+    pub sync_sessions_failed: u64,
     /// Received entries that were duplicates (no disk write), over all nodes.
     pub duplicates: u64,
     /// Delegations retransmitted.
@@ -84,9 +96,11 @@ impl Report {
              (converged: {converged})\n\
              dissemination: {bytes:.1} B/node/update with headers ({ratio:.2}x of {entry} B), \
              {body:.1} B body only ({body_ratio:.2}x)\n\
-             anti-entropy: {sync:.1} B/node/s; membership: {members:.1} B/node/s\n\
+             anti-entropy: {sync:.1} B/node/s, {sessions} CPISync sessions ({failed} failed); \
+             membership: {members:.1} B/node/s\n\
              writes: {writes} issued, {acked} acked, {lost} acked writes lost\n\
-             failure detection: max {detect} ms, {fp} false positives; crashes {crashes}\n\
+             failure detection: max {detect} ms, {undetected} undetected, {fp} false positives; \
+             crashes {crashes}\n\
              duplicates {dups}, retransmits {retx}; {events} events, {sim} ms simulated",
             nodes = self.nodes,
             seed = self.seed,
@@ -105,11 +119,14 @@ impl Report {
             body_ratio = self.body_bytes_ratio,
             sync = self.sync_bytes_per_node_per_s,
             members = self.membership_bytes_per_node_per_s,
+            sessions = self.sync_sessions,
+            failed = self.sync_sessions_failed,
             writes = self.writes,
             acked = self.writes_acked,
             lost = self.lost_acked_writes,
             detect = self.detect_ms_max,
             fp = self.false_positives,
+            undetected = self.undetected,
             crashes = self.crashes,
             dups = self.duplicates,
             retx = self.retransmits,

@@ -1,6 +1,8 @@
 //! The simulated world: nodes (replicator + in-memory store), the event loop, fault injection
 //! and the measurements.
 
+use std::collections::BTreeMap;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -8,9 +10,11 @@ use starling::replication::dissemination::DisseminationConfig;
 use starling::replication::types::sort_view;
 use starling::replication::wire::{DATAGRAM_OVERHEAD_BYTES, entry_len, kind};
 use starling::replication::{
-    Ack, Action, Config, Context, Entry, MemStore, Peer, PeerInfo, Replicator, Store, Version,
+    Ack, Action, AntiEntropyMode, Config, Context, Entry, MemStore, Peer, PeerInfo, Replicator,
+    Store, Version,
 };
 
+use crate::members::{Kill, MemberNode};
 use crate::network::{Network, NetworkConfig};
 use crate::queue::Queue;
 use crate::report::{Report, quantile};
@@ -60,6 +64,15 @@ pub struct SimConfig {
     pub partitions: u16,
     /// Dissemination fanout.
     pub fanout: usize,
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes: keep N
+    /// at a few thousand); without it every node uses one shared view of all nodes.
+    pub membership: bool,
+    /// Nodes killed (crashed until the end of faults) at `kill_at_ms`, to measure detection.
+    pub kill: u32,
+    /// When to kill them (ms).
+    pub kill_at_ms: u64,
+    /// How anti-entropy finds differences (CPISync sessions or element lists).
+    pub anti_entropy: AntiEntropyMode,
 }
 
 impl Default for SimConfig {
@@ -85,15 +98,25 @@ impl Default for SimConfig {
             sync_interval_ms: 10_000,
             partitions: 16,
             fanout: 4,
+            membership: false,
+            kill: 0,
+            kill_at_ms: 5_000,
+            anti_entropy: AntiEntropyMode::Cpisync,
         }
     }
 }
 
-enum Event {
+pub(crate) enum Event {
     Tick {
         node: u32,
         epoch: u32,
     },
+    MemberTimer {
+        node: u32,
+        epoch: u32,
+        at_ms: u64,
+    },
+    Kill,
     Deliver {
         from: u32,
         to: u32,
@@ -120,15 +143,27 @@ enum Event {
     EndFaults,
 }
 
-struct Node {
+pub(crate) struct Node {
     replicator: Replicator,
     store: MemStore,
-    up: bool,
-    epoch: u32,
+    pub(crate) up: bool,
+    pub(crate) epoch: u32,
+    pub(crate) members: Option<MemberNode>,
+}
+
+/// The view a node replicates over: its membership's, or the shared one.
+fn view_of<'a>(members: Option<&'a MemberNode>, shared: &'a [PeerInfo]) -> &'a [PeerInfo] {
+    members.map_or(shared, |members| &members.view)
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
+    pub(crate) bytes_membership: u64,
+    /// Datagram bytes (with header and MAC) by message kind.
+    pub(crate) bytes_by_kind: BTreeMap<u8, u64>,
+    pub(crate) false_positives: u64,
+    /// Distinct live nodes that some node declared dead.
+    pub(crate) falsely_dead: std::collections::BTreeSet<u32>,
     bytes_dissemination: u64,
     bytes_dissemination_body: u64,
     bytes_sync: u64,
@@ -142,21 +177,31 @@ struct Write {
     acked: bool,
     last_receipt_ms: u64,
     holders: u32,
+    /// Receipts at nodes that never crash in this run (what convergence is measured on).
+    stable_holders: u32,
+    stable_last_receipt_ms: u64,
 }
 
 /// The world of one run.
-struct World {
-    config: SimConfig,
-    rng: SmallRng,
-    queue: Queue<Event>,
+pub(crate) struct World {
+    pub(crate) config: SimConfig,
+    pub(crate) rng: SmallRng,
+    pub(crate) queue: Queue<Event>,
     network: Network,
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     view: Vec<PeerInfo>,
     writes: Vec<Write>,
     now_us: u64,
     faults_over: bool,
     writes_missing: u64,
-    counters: Counters,
+    pub(crate) counters: Counters,
+    pub(crate) kills: Vec<Kill>,
+    pub(crate) crash_counts: Vec<u32>,
+    detection: (u64, u64),
+    /// Nodes that never crash in this run.
+    stable: Vec<bool>,
+    kill_victims: Vec<u32>,
+    pub(crate) partition_seen: bool,
 }
 
 /// Runs one simulation and reports what it measured.
@@ -181,12 +226,14 @@ impl World {
             .map(|node| PeerInfo::new(u64::from(node), 1))
             .collect();
         sort_view(&mut view, u64::MAX);
+        let config_nodes = config.nodes as usize;
         let nodes = (0..config.nodes)
             .map(|node| Node {
                 replicator: new_replicator(&config, node, rng.random()),
                 store: MemStore::new(config.partitions),
                 up: true,
                 epoch: 0,
+                members: None,
             })
             .collect();
         World {
@@ -201,10 +248,16 @@ impl World {
             faults_over: false,
             writes_missing: 0,
             counters: Counters::default(),
+            kills: Vec::new(),
+            crash_counts: vec![0; config_nodes],
+            detection: (0, 0),
+            stable: vec![true; config_nodes],
+            kill_victims: Vec::new(),
+            partition_seen: false,
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.now_us / 1_000
     }
 
@@ -225,6 +278,19 @@ impl World {
             self.queue.push(at_ms * 1_000, Event::Heal);
         }
         self.schedule_crashes();
+        if self.config.kill > 0 {
+            while (self.kill_victims.len() as u32) < self.config.kill.min(self.config.nodes - 1) {
+                let node = self.rng.random_range(0..self.config.nodes);
+                if !self.kill_victims.contains(&node) {
+                    self.kill_victims.push(node);
+                    self.stable[node as usize] = false;
+                }
+            }
+            self.queue.push(self.config.kill_at_ms * 1_000, Event::Kill);
+        }
+        for node in 0..self.config.nodes {
+            self.start_membership(node, false);
+        }
         self.queue
             .push(self.config.duration_ms * 1_000, Event::EndFaults);
     }
@@ -239,6 +305,7 @@ impl World {
             while at_s < duration_s {
                 let down_s = 2.0 + 18.0 * self.rng.random::<f64>();
                 let back_s = (at_s + down_s).min(duration_s);
+                self.stable[node as usize] = false;
                 self.queue.push((at_s * 1e6) as u64, Event::Crash { node });
                 self.queue
                     .push((back_s * 1e6) as u64, Event::Restart { node });
@@ -266,6 +333,8 @@ impl World {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Tick { node, epoch } => self.on_tick(node, epoch),
+            Event::MemberTimer { node, epoch, at_ms } => self.on_member_timer(node, epoch, at_ms),
+            Event::Kill => self.kill(),
             Event::Deliver {
                 from,
                 to,
@@ -280,9 +349,10 @@ impl World {
             } => {
                 let target = &mut self.nodes[node as usize];
                 if target.up && target.epoch == epoch {
+                    let view = view_of(target.members.as_ref(), &self.view);
                     let context = Context {
                         store: &target.store,
-                        view: &self.view,
+                        view,
                     };
                     target
                         .replicator
@@ -293,9 +363,13 @@ impl World {
             Event::Write { index } => self.on_write(index),
             Event::Crash { node } => self.crash(node),
             Event::Restart { node } => self.restart(node),
-            Event::Partition => self.network.partition(self.config.nodes / 2),
+            Event::Partition => {
+                self.partition_seen = true;
+                self.network.partition(self.config.nodes / 2);
+            }
             Event::Heal => self.network.heal(),
             Event::EndFaults => {
+                self.detection = self.detection_summary();
                 self.faults_over = true;
                 self.network.heal();
                 for node in 0..self.config.nodes {
@@ -311,9 +385,10 @@ impl World {
         if !target.up || target.epoch != epoch {
             return;
         }
+        let view = view_of(target.members.as_ref(), &self.view);
         let context = Context {
             store: &target.store,
-            view: &self.view,
+            view,
         };
         target.replicator.tick(now_ms, context);
         self.drain(node);
@@ -327,9 +402,14 @@ impl World {
         if !target.up {
             return;
         }
+        if kind_byte < kind::FIRST {
+            self.on_member_datagram(from, to, kind_byte, body);
+            return;
+        }
+        let view = view_of(target.members.as_ref(), &self.view);
         let context = Context {
             store: &target.store,
-            view: &self.view,
+            view,
         };
         let peer = Peer {
             node: u64::from(from),
@@ -369,12 +449,14 @@ impl World {
             acked: self.config.ack_peers == 0,
             last_receipt_ms: now_ms,
             holders: 0,
+            stable_holders: 0,
+            stable_last_receipt_ms: now_ms,
         });
         self.writes_missing += u64::from(self.config.nodes);
         self.nodes[origin as usize]
             .store
             .apply(std::slice::from_ref(&entry));
-        self.record_receipt(index, version);
+        self.record_receipt(index, version, origin);
         let ack = if self.config.ack_peers == 0 {
             Ack::Local
         } else {
@@ -389,7 +471,7 @@ impl World {
             .write(now_ms, entry, ack);
     }
 
-    fn record_receipt(&mut self, index: u32, version: Version) {
+    fn record_receipt(&mut self, index: u32, version: Version, node: u32) {
         let now_ms = self.now_ms();
         let Some(write) = self.writes.get_mut(index as usize) else {
             return;
@@ -398,6 +480,10 @@ impl World {
             write.holders += 1;
             write.last_receipt_ms = now_ms;
             self.writes_missing -= 1;
+            if self.stable[node as usize] {
+                write.stable_holders += 1;
+                write.stable_last_receipt_ms = now_ms;
+            }
         }
     }
 
@@ -406,7 +492,24 @@ impl World {
         if target.up {
             target.up = false;
             target.epoch += 1;
+            target.members = None;
             self.counters.crashes += 1;
+            self.crash_counts[node as usize] += 1;
+        }
+    }
+
+    /// Kills `config.kill` distinct random live nodes until the end of faults.
+    fn kill(&mut self) {
+        let now_ms = self.now_ms();
+        for node in std::mem::take(&mut self.kill_victims) {
+            if self.nodes[node as usize].up {
+                self.crash(node);
+                self.kills.push(Kill {
+                    node,
+                    at_ms: now_ms,
+                    declared: Default::default(),
+                });
+            }
         }
     }
 
@@ -425,6 +528,7 @@ impl World {
         let epoch = target.epoch;
         self.queue
             .push(self.now_us + phase, Event::Tick { node, epoch });
+        self.start_membership(node, true);
     }
 
     fn drain(&mut self, node: u32) {
@@ -452,7 +556,7 @@ impl World {
         }
     }
 
-    fn send(&mut self, from: u32, to: Peer, kind_byte: u8, mut body: Vec<u8>) {
+    fn send(&mut self, from: u32, to: Peer, kind_byte: u8, body: Vec<u8>) {
         let bytes = (body.len() + DATAGRAM_OVERHEAD_BYTES) as u64;
         if kind_byte == kind::RUMOR || kind_byte == kind::RUMOR_ACK {
             self.counters.bytes_dissemination += bytes;
@@ -460,7 +564,13 @@ impl World {
         } else {
             self.counters.bytes_sync += bytes;
         }
-        let to_node = to.node as u32;
+        self.transmit(from, to.node as u32, kind_byte, body);
+    }
+
+    /// Puts one datagram on the network.
+    pub(crate) fn transmit(&mut self, from: u32, to_node: u32, kind_byte: u8, mut body: Vec<u8>) {
+        *self.counters.bytes_by_kind.entry(kind_byte).or_default() +=
+            (body.len() + DATAGRAM_OVERHEAD_BYTES) as u64;
         let delays = self.network.transmit(&mut self.rng, from, to_node);
         let mut delays = delays.into_iter().peekable();
         while let Some(delay_us) = delays.next() {
@@ -484,14 +594,15 @@ impl World {
         let now_ms = self.now_ms();
         let target = &mut self.nodes[node as usize];
         let newer = target.store.apply(entries);
+        let view = view_of(target.members.as_ref(), &self.view);
         let context = Context {
             store: &target.store,
-            view: &self.view,
+            view,
         };
         target.replicator.applied(now_ms, token, &newer, context);
         for (entry, newer) in entries.iter().zip(&newer) {
             if let (true, Some(index)) = (*newer, write_index(&entry.key)) {
-                self.record_receipt(index, entry.version);
+                self.record_receipt(index, entry.version, node);
             }
         }
         self.drain(node);
@@ -525,12 +636,13 @@ impl World {
     fn report(&self) -> Report {
         let nodes = u64::from(self.config.nodes);
         let end_ms = self.now_ms();
+        let stable = self.stable.iter().filter(|&&stable| stable).count() as u32;
         let mut converge_ms: Vec<u64> = self
             .writes
             .iter()
             .map(|w| {
-                if u64::from(w.holders) == nodes {
-                    w.last_receipt_ms - w.at_ms
+                if w.stable_holders == stable {
+                    w.stable_last_receipt_ms - w.at_ms
                 } else {
                     end_ms - w.at_ms
                 }
@@ -565,8 +677,8 @@ impl World {
             converge_rounds_p99: quantile(&mut converge_rounds, 0.99),
             converge_ms_p99: quantile(&mut converge_ms, 0.99),
             bytes_per_node_per_update: round1(bytes),
-            detect_ms_max: 0,
-            false_positives: 0,
+            detect_ms_max: self.detection.0,
+            false_positives: self.counters.false_positives,
             lost_acked_writes: lost,
             converged: self.writes_missing == 0,
             writes: self.writes.len() as u64,
@@ -582,7 +694,35 @@ impl World {
             sync_bytes_per_node_per_s: round1(
                 self.counters.bytes_sync as f64 / nodes as f64 / (end_ms.max(1) as f64 / 1_000.0),
             ),
-            membership_bytes_per_node_per_s: 0.0,
+            membership_bytes_per_node_per_s: round1(
+                self.counters.bytes_membership as f64
+                    / nodes as f64
+                    / (end_ms.max(1) as f64 / 1_000.0),
+            ),
+            undetected: self.detection.1,
+            false_positive_nodes: self.counters.falsely_dead.len() as u64,
+            bytes_per_node_per_s_by_kind: self
+                .counters
+                .bytes_by_kind
+                .iter()
+                .map(|(kind, bytes)| {
+                    let rate = *bytes as f64 / nodes as f64 / (end_ms.max(1) as f64 / 1_000.0);
+                    (format!("{kind:#04x}"), round1(rate))
+                })
+                .collect(),
+            sync_sessions: self
+                .nodes
+                .iter()
+                .map(|n| n.replicator.cpisync_stats().sessions_finished)
+                .sum(),
+            sync_sessions_failed: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let stats = n.replicator.cpisync_stats();
+                    stats.sessions_abandoned + stats.oversize
+                })
+                .sum(),
             duplicates,
             retransmits,
             crashes: self.counters.crashes,
@@ -610,6 +750,7 @@ fn new_replicator(config: &SimConfig, node: u32, seed: u64) -> Replicator {
         shards: 1,
         shard: 0,
         sync_interval_ms: config.sync_interval_ms,
+        anti_entropy: config.anti_entropy,
         dissemination: DisseminationConfig {
             fanout: config.fanout,
             ..DisseminationConfig::default()

@@ -59,3 +59,26 @@ fn partitions_and_crashes_lose_no_acked_write() {
         assert!(report.writes_acked > 0, "seed {seed}: {report:?}");
     }
 }
+
+#[test]
+fn membership_detects_kills_without_false_positives() {
+    let config = SimConfig {
+        nodes: 60,
+        membership: true,
+        kill: 3,
+        kill_at_ms: 2_000,
+        ..small()
+    };
+    let report = run(&config);
+    assert_eq!(report.undetected, 0, "{report:?}");
+    assert!(
+        report.detect_ms_max > 0 && report.detect_ms_max < 5_000,
+        "{report:?}"
+    );
+    assert_eq!(report.false_positives, 0, "{report:?}");
+    assert!(report.membership_bytes_per_node_per_s > 0.0);
+    assert!(
+        report.converged && report.lost_acked_writes == 0,
+        "{report:?}"
+    );
+}
