@@ -134,6 +134,10 @@ pub struct ClusterConfig {
     pub fault_injection: bool,
     /// Tombstones older than this may be dropped; a node away longer must resync.
     pub gc_grace_secs: u64,
+    /// How anti-entropy finds differences: `"elements"` (the responder lists a partition's
+    /// elements; robust for large differences such as a new node) or `"cpisync"` (cost grows
+    /// with the difference only; a new node then relies on repeated rounds).
+    pub anti_entropy: String,
     /// `--resync` was given: wipe local data if the node was away longer than gc_grace.
     #[serde(skip)]
     pub resync: bool,
@@ -157,6 +161,7 @@ impl Default for ClusterConfig {
             ack_timeout_ms: 2_000,
             fault_injection: false,
             gc_grace_secs: 7 * 24 * 3600,
+            anti_entropy: "elements".into(),
             resync: false,
         }
     }
@@ -183,6 +188,12 @@ impl ClusterConfig {
 
     fn validate(&self) -> Result<(), String> {
         self.ack.parse::<AckMode>()?;
+        if !matches!(self.anti_entropy.as_str(), "elements" | "cpisync") {
+            return Err(format!(
+                "anti_entropy = {:?}: use \"elements\" or \"cpisync\"",
+                self.anti_entropy
+            ));
+        }
         if self.cluster_id.is_empty() {
             return Err("cluster_id must not be empty".into());
         }

@@ -142,6 +142,10 @@ impl ClusterSettings {
                 retransmit_after_ms: (cluster.gossip_interval_ms * 3).max(150),
                 ..DisseminationConfig::default()
             },
+            anti_entropy: match cluster.anti_entropy.as_str() {
+                "cpisync" => repl::replicator::AntiEntropyMode::Cpisync,
+                _ => repl::replicator::AntiEntropyMode::ElementList,
+            },
         };
         Ok(ClusterSettings {
             cluster_id: cluster_id_of(&cluster.cluster_id),
