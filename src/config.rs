@@ -5,7 +5,7 @@
 //! also reads `STARLING_<NAME>`, so a flag wins over its variable and both win over the file.
 //! **Invariant:** a [`Config`] returned by [`Config::resolve`] has passed [`Config::validate`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,164 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// How long a graceful shutdown waits for clients' in-flight requests, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Clustering (`[cluster]`): gossip, replication, acks. Off unless enabled.
+    pub cluster: ClusterConfig,
+}
+
+/// How a client `SET` is acknowledged in a cluster (`ack = "local"` or `ack = "peers:k"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckMode {
+    /// After the local group commit.
+    #[default]
+    Local,
+    /// After `k` peers report the entry durable (1..=16).
+    Peers(usize),
+}
+
+/// Most peers an `ack = "peers:k"` write may wait for.
+pub const ACK_PEERS_MAX: usize = 16;
+
+impl std::str::FromStr for AckMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "local" {
+            return Ok(AckMode::Local);
+        }
+        let peers = text
+            .strip_prefix("peers:")
+            .and_then(|k| k.parse::<usize>().ok())
+            .filter(|k| (1..=ACK_PEERS_MAX).contains(k));
+        peers.map(AckMode::Peers).ok_or_else(|| {
+            format!("ack = {text:?}: use \"local\" or \"peers:k\" with k in 1..={ACK_PEERS_MAX}")
+        })
+    }
+}
+
+impl std::fmt::Display for AckMode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckMode::Local => formatter.write_str("local"),
+            AckMode::Peers(k) => write!(formatter, "peers:{k}"),
+        }
+    }
+}
+
+/// The `[cluster]` section. A node gossips only when `enabled`, `gossip_addr` is given on the
+/// command line, or `join` is not empty (so single-node use and tests need no free UDP ports).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Run gossip and replication.
+    pub enabled: bool,
+    /// Name of the cluster; datagrams of other clusters are dropped. Without a key file the
+    /// MAC key is derived from it (authentication against accidents, not attackers).
+    pub cluster_id: String,
+    /// UDP gossip address of shard 0; shard `i` uses port + `i` (UDP and the TCP transfer port).
+    pub gossip_addr: SocketAddr,
+    /// The IP other nodes reach this one at (default: the gossip IP, or 127.0.0.1 if unspecified).
+    pub advertise_ip: Option<IpAddr>,
+    /// Seed nodes (`host:port` of their shard-0 gossip port).
+    pub join: Vec<String>,
+    /// Key file (`starling keygen`): lines `<id> <64 hex>`, optional `send <id>`.
+    pub key_file: Option<PathBuf>,
+    /// Peers each rumor hop sends to.
+    pub fanout: usize,
+    /// Replication tick (rumor packing, retransmits) and membership gossip interval.
+    pub gossip_interval_ms: u64,
+    /// Every partition reconciles with one random peer this often.
+    pub sync_interval_ms: u64,
+    /// SWIM probe interval.
+    pub probe_interval_ms: u64,
+    /// SWIM probe timeout (below the probe interval).
+    pub probe_timeout_ms: u64,
+    /// Write acknowledgement: `"local"` or `"peers:k"`.
+    pub ack: String,
+    /// How long an `ack = "peers:k"` write waits for its peers.
+    pub ack_timeout_ms: u64,
+    /// Allow `POST /faults` on the admin port (tests only).
+    pub fault_injection: bool,
+    /// Tombstones older than this may be dropped; a node away longer must resync.
+    pub gc_grace_secs: u64,
+    /// How anti-entropy finds differences: `"elements"` (the responder lists a partition's
+    /// elements; robust for large differences such as a new node) or `"cpisync"` (cost grows
+    /// with the difference only; a new node then relies on repeated rounds).
+    pub anti_entropy: String,
+    /// `--resync` was given: wipe local data if the node was away longer than gc_grace.
+    #[serde(skip)]
+    pub resync: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            cluster_id: "starling".into(),
+            gossip_addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            advertise_ip: None,
+            join: Vec::new(),
+            key_file: None,
+            fanout: 3,
+            gossip_interval_ms: 100,
+            sync_interval_ms: 30_000,
+            probe_interval_ms: 200,
+            probe_timeout_ms: 100,
+            ack: "local".into(),
+            ack_timeout_ms: 2_000,
+            fault_injection: false,
+            gc_grace_secs: 7 * 24 * 3600,
+            anti_entropy: "elements".into(),
+            resync: false,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The parsed ack mode (validated by [`Config::validate`]).
+    pub fn ack_mode(&self) -> AckMode {
+        self.ack.parse().unwrap_or_default()
+    }
+
+    /// The address peers reach shard 0 at.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        let ip = self.advertise_ip.unwrap_or_else(|| {
+            let ip = self.gossip_addr.ip();
+            if ip.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                ip
+            }
+        });
+        SocketAddr::new(ip, self.gossip_addr.port())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.ack.parse::<AckMode>()?;
+        if !matches!(self.anti_entropy.as_str(), "elements" | "cpisync") {
+            return Err(format!(
+                "anti_entropy = {:?}: use \"elements\" or \"cpisync\"",
+                self.anti_entropy
+            ));
+        }
+        if self.cluster_id.is_empty() {
+            return Err("cluster_id must not be empty".into());
+        }
+        if !(1..=16).contains(&self.fanout) {
+            return Err(format!("fanout = {}: must be 1..=16", self.fanout));
+        }
+        if self.probe_timeout_ms == 0 || self.probe_timeout_ms >= self.probe_interval_ms {
+            return Err(format!(
+                "probe_timeout_ms = {} must be positive and below probe_interval_ms = {}",
+                self.probe_timeout_ms, self.probe_interval_ms
+            ));
+        }
+        if self.gossip_interval_ms == 0 || self.sync_interval_ms == 0 || self.ack_timeout_ms == 0 {
+            return Err(
+                "gossip_interval_ms, sync_interval_ms and ack_timeout_ms must be > 0".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -75,6 +233,7 @@ impl Default for Config {
             durability: Durability::Sync,
             io_memory_bytes: 512 * 1024,
             shutdown_timeout_secs: 10,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -112,6 +271,25 @@ pub struct Overrides {
     /// Durability of writes [default: sync].
     #[arg(long, env = "STARLING_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
+    /// Join a cluster through this seed (`host:port` of its gossip port); repeatable.
+    #[arg(long = "join", env = "STARLING_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// UDP gossip address of shard 0 (enables clustering) [default: 127.0.0.1:7946].
+    #[arg(long, env = "STARLING_GOSSIP_ADDR")]
+    pub gossip_addr: Option<SocketAddr>,
+    /// Cluster name; nodes of other clusters are ignored [default: starling].
+    #[arg(long, env = "STARLING_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Cluster key file written by `starling keygen` [default: key derived from the cluster id].
+    #[arg(long, env = "STARLING_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Write acknowledgement: `local` or `peers:k` [default: local].
+    #[arg(long, env = "STARLING_ACK")]
+    pub ack: Option<String>,
+    /// Start even though this node was away longer than gc_grace (its data is wiped and
+    /// fetched again from the cluster).
+    #[arg(long)]
+    pub resync: bool,
 }
 
 /// A configuration that cannot be used.
@@ -173,6 +351,23 @@ impl Config {
         self.max_connections = o.max_connections.unwrap_or(self.max_connections);
         self.idle_timeout_secs = o.idle_timeout_secs.unwrap_or(self.idle_timeout_secs);
         self.durability = o.durability.unwrap_or(self.durability);
+        let cluster = &mut self.cluster;
+        if o.gossip_addr.is_some() || !o.join.is_empty() {
+            cluster.enabled = true;
+        }
+        cluster.gossip_addr = o.gossip_addr.unwrap_or(cluster.gossip_addr);
+        if !o.join.is_empty() {
+            cluster.join = o.join;
+        }
+        if !cluster.join.is_empty() {
+            cluster.enabled = true;
+        }
+        cluster.cluster_id = o
+            .cluster_id
+            .unwrap_or(std::mem::take(&mut cluster.cluster_id));
+        cluster.key_file = o.key_file.or(cluster.key_file.take());
+        cluster.ack = o.ack.unwrap_or(std::mem::take(&mut cluster.ack));
+        cluster.resync = o.resync;
     }
 
     /// Checks every value is in range.
@@ -211,6 +406,15 @@ impl Config {
             return invalid(format!(
                 "max_request_bytes = {} must exceed max_bulk_bytes by at least 1 KiB",
                 self.max_request_bytes
+            ));
+        }
+        if let Err(message) = self.cluster.validate() {
+            return invalid(format!("[cluster] {message}"));
+        }
+        if self.cluster.enabled && self.partitions > u32::from(u16::MAX) {
+            return invalid(format!(
+                "partitions = {}: a cluster supports at most 65535",
+                self.partitions
             ));
         }
         if self.client_addr == self.admin_addr && self.client_addr.port() != 0 {

@@ -31,12 +31,28 @@ struct Cli {
 enum Command {
     /// Run a node (the default). Flags override `STARLING_*` variables, which override the
     /// config file, which overrides the built-in defaults.
-    Serve(starling::config::Overrides),
+    Serve(Box<starling::config::Overrides>),
     /// Print a running node's state (JSON) from its admin port.
     Status {
         /// The node's admin address.
         #[arg(long, env = "STARLING_ADMIN_ADDR", default_value = "127.0.0.1:7380")]
         admin_addr: SocketAddr,
+    },
+    /// List the cluster members a running node knows, with their states.
+    Members {
+        /// The node's admin address.
+        #[arg(long, env = "STARLING_ADMIN_ADDR", default_value = "127.0.0.1:7380")]
+        admin_addr: SocketAddr,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new random cluster key line (`<id> <hex>`) for a key file; append it to the
+    /// file on every node to rotate keys.
+    Keygen {
+        /// Key id (0..=255).
+        #[arg(long, default_value_t = 1)]
+        id: u8,
     },
 }
 
@@ -45,10 +61,14 @@ fn main() -> ExitCode {
     init_logging(cli.log_json, &cli.log);
     let result = match cli
         .command
-        .unwrap_or(Command::Serve(starling::config::Overrides::default()))
+        .unwrap_or_else(|| Command::Serve(Box::default()))
     {
         Command::Serve(overrides) => serve(&overrides),
         Command::Status { admin_addr } => status(admin_addr),
+        Command::Members { admin_addr, json } => members(admin_addr, json),
+        Command::Keygen { id } => starling::runtime::keys::keygen_line(id)
+            .map(|line| println!("{line}"))
+            .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom: {e}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +96,43 @@ fn status(admin_addr: SocketAddr) -> anyhow::Result<()> {
         "the node at {admin_addr} answered {code}: {body}"
     );
     print!("{body}");
+    Ok(())
+}
+
+fn members(admin_addr: SocketAddr, json: bool) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (code, body) = starling::api::admin::get(admin_addr, "/members").with_context(|| {
+        format!("cannot reach the admin port at {admin_addr}: is the node running? (--admin-addr)")
+    })?;
+    anyhow::ensure!(
+        code == 200,
+        "the node at {admin_addr} answered {code}: {body}"
+    );
+    if json {
+        print!("{body}");
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&body).context("the node's /members answer is not JSON")?;
+    println!(
+        "{:<18} {:<22} {:<8} {:>11} {:>6}",
+        "ID", "GOSSIP", "STATE", "INCARNATION", "SHARDS"
+    );
+    for member in value["members"].as_array().into_iter().flatten() {
+        let marker = if member["self"].as_bool() == Some(true) {
+            " (self)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<18} {:<22} {:<8} {:>11} {:>6}{marker}",
+            member["id"].as_str().unwrap_or("?"),
+            member["addr"].as_str().unwrap_or("?"),
+            member["state"].as_str().unwrap_or("?"),
+            member["incarnation"],
+            member["shards"],
+        );
+    }
     Ok(())
 }
 

@@ -56,6 +56,7 @@ impl Response {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             431 => "Request Header Fields Too Large",
@@ -79,6 +80,8 @@ impl Response {
 pub enum Request {
     /// `GET <path>` (query string removed).
     Get(String),
+    /// `POST <target>` (query string kept; used by `/faults`).
+    Post(String),
     /// Any other method.
     OtherMethod,
 }
@@ -101,6 +104,9 @@ pub fn parse_request(head: &[u8]) -> Result<Option<Request>, Response> {
     };
     if !version.starts_with("HTTP/1.") {
         return Err(Response::text(400, "only HTTP/1.x is spoken here"));
+    }
+    if method == "POST" {
+        return Ok(Some(Request::Post(target.to_string())));
     }
     if method != "GET" && method != "HEAD" {
         return Ok(Some(Request::OtherMethod));
@@ -157,6 +163,8 @@ where
         match parse_request(&head) {
             Ok(None) => continue,
             Ok(Some(Request::Get(path))) => break handler(path).await,
+            // POST reaches the handler as "POST <target>" so GET paths can never match it.
+            Ok(Some(Request::Post(target))) => break handler(format!("POST {target}")).await,
             Ok(Some(Request::OtherMethod)) => break Response::text(405, "only GET is supported"),
             Err(response) => break response,
         }
@@ -167,11 +175,16 @@ where
 
 /// Fetches `path` from a node's admin port (blocking; used by `starling status`).
 pub fn get(admin_addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    request(admin_addr, "GET", path)
+}
+
+/// Sends `method path` to a node's admin port (blocking) and returns status and body.
+pub fn request(admin_addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = StdTcpStream::connect_timeout(&admin_addr, Duration::from_secs(3))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {admin_addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {admin_addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -204,8 +217,12 @@ mod tests {
             Ok(Some(Request::Get("/metrics".into())))
         );
         assert_eq!(
-            parse_request(b"POST / HTTP/1.1\r\n\r\n"),
+            parse_request(b"PUT / HTTP/1.1\r\n\r\n"),
             Ok(Some(Request::OtherMethod))
+        );
+        assert_eq!(
+            parse_request(b"POST /faults?drop=1 HTTP/1.1\r\n\r\n"),
+            Ok(Some(Request::Post("/faults?drop=1".into())))
         );
     }
 

@@ -13,9 +13,12 @@
 //! shard-local.
 
 pub mod checks;
+pub mod cluster;
+pub mod cluster_metrics;
 pub mod conn;
 pub mod exec;
 pub mod info;
+pub mod keys;
 pub mod keyspace;
 pub mod layout;
 pub mod limit;
@@ -23,6 +26,7 @@ pub mod ops;
 pub mod router;
 pub mod session;
 pub mod shard;
+pub mod transfer;
 
 /// The storage engine this runtime drives (one instance per shard).
 pub use starling_storage as storage;
@@ -97,6 +101,9 @@ pub enum ServeError {
     /// A shard failed.
     #[error("{0}")]
     Shard(String),
+    /// The `[cluster]` settings cannot be used, or the node must resync first.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Everything a shard's executor needs, cloned into each.
@@ -108,6 +115,7 @@ struct ShardContext {
     mesh: MeshBuilder<Message, glommio::channels::channel_mesh::Full>,
     router: Router,
     node_id: u64,
+    cluster: Option<Arc<cluster::ClusterSettings>>,
 }
 
 /// Runs a node until SIGINT/SIGTERM; returns after a graceful shutdown.
@@ -120,6 +128,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     checks::check_port("client", config.client_addr, "--client-addr")?;
     checks::check_port("admin", config.admin_addr, "--admin-addr")?;
     let layout = layout::open_or_create(&config.data_dir, config.partitions, shards)?;
+    let cluster = match config.cluster.enabled {
+        true => {
+            cluster::check_rejoin(&config).map_err(ServeError::Cluster)?;
+            let settings = cluster::ClusterSettings::from_config(&config, shards)
+                .map_err(|e| ServeError::Cluster(format!("[cluster]: {e}")))?;
+            Some(Arc::new(settings))
+        }
+        false => None,
+    };
     let node = Arc::new(NodeState::new(config.max_connections));
     install_signal_handlers(&node.stop)?;
     tracing::info!(shards, partitions = config.partitions, node_id = %layout.node_id, data_dir = %config.data_dir.display(), "starting");
@@ -130,6 +147,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         router: Router::new(layout.partitions, shards),
         node_id: layout.node_id(),
         node,
+        cluster,
     };
     let placement = if shards <= cpus {
         PoolPlacement::MaxSpread(shards, None)
@@ -224,6 +242,14 @@ async fn run_shard(context: ShardContext) -> Result<(), String> {
         senders: (shards > 1).then_some(senders),
     });
     shard.spawn_mesh_receivers(receivers);
+    if let Some(settings) = context.cluster.clone()
+        && let Err(error) = cluster::ClusterShard::start(&shard, settings)
+    {
+        node.failed.store(true, Ordering::SeqCst);
+        node.stop.store(true, Ordering::SeqCst);
+        shut_down(&shard).await;
+        return Err(error);
+    }
     let result = if node.failed.load(Ordering::SeqCst) {
         Ok(())
     } else {
@@ -293,6 +319,9 @@ async fn serve_clients(shard: &Rc<Shard>) -> Result<(), String> {
 async fn shut_down(shard: &Rc<Shard>) {
     let timeout = Duration::from_secs(shard.config.shutdown_timeout_secs);
     shard.closing.set(true);
+    if let Some(cluster) = shard.cluster() {
+        cluster.leave();
+    }
     if !wait_until(|| shard.busy.get() == 0, timeout).await {
         tracing::warn!(
             shard = shard.index,
@@ -329,10 +358,13 @@ async fn admin_response(shard: &Rc<Shard>, path: &str) -> Response {
         "/health" if shard.node.stop.load(Ordering::Relaxed) => Response::text(503, "stopping"),
         "/health" => Response::text(200, "ok"),
         "/metrics" => match keyspace::storage_samples(shard).await {
-            Ok(samples) => Response::ok(
-                "text/plain; version=0.0.4; charset=utf-8",
-                render_prometheus(&shard.metrics, &samples),
-            ),
+            Ok(samples) => {
+                let mut text = render_prometheus(&shard.metrics, &samples);
+                if let Some(cluster) = shard.cluster() {
+                    text.push_str(&cluster.metrics().render());
+                }
+                Response::ok("text/plain; version=0.0.4; charset=utf-8", text)
+            }
             Err(error) => Response::text(503, &error),
         },
         "/info" => match keyspace::storage_samples(shard).await {
@@ -342,7 +374,40 @@ async fn admin_response(shard: &Rc<Shard>, path: &str) -> Response {
             ),
             Err(error) => Response::text(503, &error),
         },
-        "/" => Response::text(200, "starling admin: /metrics /health /info"),
+        "/members" => match shard.cluster() {
+            Some(cluster) => Response::ok(
+                "application/json",
+                format!("{:#}\n", cluster.members_json()),
+            ),
+            None => Response::text(
+                404,
+                "clustering is off (set [cluster] enabled, --join or --gossip-addr)",
+            ),
+        },
+        target if target.starts_with("POST /faults") => faults_response(shard, target),
+        "/" => Response::text(200, "starling admin: /metrics /health /info /members"),
         _ => Response::text(404, "not found: try /metrics, /health or /info"),
+    }
+}
+
+/// `POST /faults?drop=<rate>&block=<hex ids>`: only with `fault_injection = true`.
+fn faults_response(shard: &Rc<Shard>, target: &str) -> Response {
+    let Some(cluster) = shard.cluster() else {
+        return Response::text(404, "clustering is off");
+    };
+    if !cluster.faults().enabled {
+        return Response::text(
+            403,
+            "fault injection is off ([cluster] fault_injection = true)",
+        );
+    }
+    let query = target.split_once('?').map_or("", |(_, query)| query);
+    match cluster_metrics::Faults::parse_query(query) {
+        Ok((drop_rate, blocked)) => {
+            let message = format!("drop={drop_rate} blocked={}", blocked.len());
+            cluster.faults().set(drop_rate, blocked);
+            Response::text(200, &message)
+        }
+        Err(message) => Response::text(400, &message),
     }
 }

@@ -60,6 +60,8 @@ pub enum Message {
         /// Operations, all for keys the receiver owns.
         ops: Vec<Op>,
     },
+    /// Shard 0's member list (clustering), for the other shards' replicators.
+    Members(Vec<crate::gossip::membership::Member>),
     /// The answers to request `id`, in order.
     Response {
         /// Request id.

@@ -21,8 +21,10 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::api::metrics::{NodeMetrics, ShardMetrics, StorageSample};
 use crate::config::Config;
+use crate::gossip::membership::Member;
 use crate::replication::hlc::{Hlc, wall_clock_ms};
 use crate::runtime::NodeState;
+use crate::runtime::cluster::ClusterShard;
 use crate::runtime::ops::{Message, Op, OpResult};
 use crate::runtime::router::Router;
 use crate::runtime::storage::{Engine, Entry, Limits, Stats, Version};
@@ -53,6 +55,7 @@ pub struct Shard {
     senders: Option<Senders<Message>>,
     pending: RefCell<HashMap<u64, Rc<ReplySlot>>>,
     next_request_id: Cell<u64>,
+    cluster: RefCell<Option<Rc<ClusterShard>>>,
 }
 
 /// What [`Shard::new`] needs.
@@ -98,6 +101,7 @@ impl Shard {
             senders: parts.senders,
             pending: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
+            cluster: RefCell::new(None),
         })
     }
 
@@ -113,6 +117,39 @@ impl Shard {
 
     fn engine(&self) -> Option<Rc<Engine>> {
         self.engine.borrow().clone()
+    }
+
+    /// The engine, while the shard is not shutting down (clustering reads and applies with it).
+    pub fn engine_handle(&self) -> Option<Rc<Engine>> {
+        self.engine()
+    }
+
+    /// Hooks clustering into this shard: local writes are handed to it after their commit.
+    pub fn set_cluster(&self, cluster: Rc<ClusterShard>) {
+        *self.cluster.borrow_mut() = Some(cluster);
+    }
+
+    /// This shard's clustering state, if the node is in a cluster.
+    pub fn cluster(&self) -> Option<Rc<ClusterShard>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Takes a replicated version into the clock, so later local writes order after it.
+    pub fn observe_hlc(&self, hlc: u64) {
+        let mut clock = self.hlc.get();
+        clock.observe(hlc);
+        self.hlc.set(clock);
+    }
+
+    /// Sends shard 0's member list to every other shard (dropped for a shard whose channel is
+    /// full: the list is re-sent every second).
+    pub fn broadcast_members(&self, members: &[Member]) {
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        for target in (0..self.shards()).filter(|target| *target != self.index) {
+            let _ = senders.try_send_to(target, Message::Members(members.to_vec()));
+        }
     }
 
     /// Takes the engine out for closing; later operations fail with "shutting down".
@@ -221,6 +258,11 @@ impl Shard {
                 })
                 .detach();
             }
+            Message::Members(members) => {
+                if let Some(cluster) = self.cluster() {
+                    cluster.on_members(members);
+                }
+            }
             Message::Response { id, results } => {
                 let slot = self.pending.borrow_mut().remove(&id);
                 match slot {
@@ -251,7 +293,11 @@ impl Shard {
         };
         let wall_ms = wall_clock_ms();
         let mut results = Vec::with_capacity(ops.len());
-        let mut writes = WriteGroup::default();
+        let cluster = self.cluster();
+        let mut writes = WriteGroup {
+            keep: cluster.is_some(),
+            ..WriteGroup::default()
+        };
         let mut deleted: HashSet<Vec<u8>> = HashSet::new();
         for op in ops {
             let result = match op {
@@ -294,8 +340,14 @@ impl Shard {
                         value: Some(value),
                         version: self.next_version(wall_clock_ms()),
                     };
+                    let kept = writes.keep.then(|| entry.clone());
                     match engine.apply_if(entry, condition).await {
-                        Ok(written) => OpResult::Bool(written),
+                        Ok(written) => {
+                            if let (true, Some(entry)) = (written, kept) {
+                                writes.written.push((results.len(), entry));
+                            }
+                            OpResult::Bool(written)
+                        }
                         Err(error) => OpResult::Error(format!("ERR {error}")),
                     }
                 }
@@ -312,6 +364,13 @@ impl Shard {
             results.push(result);
         }
         writes.apply(&engine, &self.limits, &mut results).await;
+        if let Some(cluster) = cluster
+            && !writes.written.is_empty()
+        {
+            cluster
+                .replicate(std::mem::take(&mut writes.written), &mut results)
+                .await;
+        }
         results
     }
 }
@@ -351,6 +410,10 @@ fn sample(stats: &Stats, live_keys: u64) -> StorageSample {
 struct WriteGroup {
     entries: Vec<Entry>,
     result_indexes: Vec<usize>,
+    /// Keep copies of durable writes in `written` (for replication).
+    keep: bool,
+    /// Durable writes and the index of the result each answers.
+    written: Vec<(usize, Entry)>,
 }
 
 impl WriteGroup {
@@ -377,9 +440,17 @@ impl WriteGroup {
                 chunk.push(entry);
             }
             let chunk_indexes: Vec<usize> = indexes.by_ref().take(chunk.len()).collect();
-            if let Err(error) = engine.apply(chunk).await {
-                for index in chunk_indexes {
-                    results[index] = OpResult::Error(format!("ERR write failed: {error}"));
+            let kept = self.keep.then(|| chunk.clone());
+            match engine.apply(chunk).await {
+                Ok(_) => {
+                    if let Some(kept) = kept {
+                        self.written.extend(chunk_indexes.into_iter().zip(kept));
+                    }
+                }
+                Err(error) => {
+                    for index in chunk_indexes {
+                        results[index] = OpResult::Error(format!("ERR write failed: {error}"));
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! processes (see `support`) and talks to them over loopback.
 
 mod auth;
+mod cluster;
 mod commands;
 mod persistence;
 mod protocol;
