@@ -134,9 +134,9 @@ pub struct ClusterConfig {
     pub fault_injection: bool,
     /// Tombstones older than this may be dropped; a node away longer must resync.
     pub gc_grace_secs: u64,
-    /// How anti-entropy finds differences: `"elements"` (the responder lists a partition's
-    /// elements; robust for large differences such as a new node) or `"cpisync"` (cost grows
-    /// with the difference only; a new node then relies on repeated rounds).
+    /// How anti-entropy finds differences: `"cpisync"` (default: per-partition sketches kept
+    /// in step with every write; bytes grow with the difference, not the partition) or
+    /// `"elements"` (the responder lists a partition's elements; cheaper for tiny partitions).
     pub anti_entropy: String,
     /// `--resync` was given: wipe local data if the node was away longer than gc_grace.
     #[serde(skip)]
@@ -161,7 +161,7 @@ impl Default for ClusterConfig {
             ack_timeout_ms: 2_000,
             fault_injection: false,
             gc_grace_secs: 7 * 24 * 3600,
-            anti_entropy: "elements".into(),
+            anti_entropy: "cpisync".into(),
             resync: false,
         }
     }

@@ -143,7 +143,7 @@ impl ClusterSettings {
                 ..DisseminationConfig::default()
             },
             anti_entropy: match cluster.anti_entropy.as_str() {
-                "cpisync" => repl::replicator::AntiEntropyMode::Cpisync,
+                "cpisync" => repl::replicator::AntiEntropyMode::CpisyncKept,
                 _ => repl::replicator::AntiEntropyMode::ElementList,
             },
         };
@@ -611,7 +611,8 @@ impl ClusterShard {
                 self.drain_membership(now);
                 result.is_ok()
             }
-            (KindRange::Replication, _) => {
+            // Reconciliation sessions (0x80–0x9F) belong to the replicator's anti-entropy.
+            (KindRange::Replication | KindRange::Reconciliation, _) => {
                 let peer = repl::types::Peer {
                     node: sender,
                     shard: sender_shard,
