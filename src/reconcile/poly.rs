@@ -38,8 +38,8 @@ pub fn mul(a: &[u64], b: &[u64]) -> Poly {
     }
     let mut acc = vec![0u128; a.len() + b.len() - 1];
     for (row, &ai) in a.iter().enumerate() {
-        for (j, &bj) in b.iter().enumerate() {
-            acc[row + j] += ai as u128 * bj as u128;
+        for (slot, &bj) in acc[row..row + b.len()].iter_mut().zip(b) {
+            *slot += ai as u128 * bj as u128;
         }
         if row % FOLD_ROWS == FOLD_ROWS - 1 {
             fold_all(&mut acc);
@@ -198,8 +198,9 @@ impl Modulus {
             let ai = a[i] as u128;
             acc[2 * i] += ai * ai;
             let doubled = 2 * ai; // < 2^62, so each product is < 2^123
-            for j in i + 1..n {
-                acc[i + j] += doubled * a[j] as u128;
+            // Zipped slices instead of indices: no bounds checks in the hot loop.
+            for (slot, &aj) in acc[2 * i + 1..i + n].iter_mut().zip(&a[i + 1..]) {
+                *slot += doubled * aj as u128;
             }
             if i % 16 == 15 {
                 fold_all(acc);
@@ -217,8 +218,8 @@ impl Modulus {
         for top in (n..2 * n - 1).rev() {
             let lead = field::reduce128(acc[top]) as u128;
             if lead != 0 {
-                for (j, &negated) in self.negated.iter().enumerate() {
-                    acc[top - n + j] += lead * negated as u128;
+                for (slot, &negated) in acc[top - n..top].iter_mut().zip(&self.negated) {
+                    *slot += lead * negated as u128;
                 }
             }
             since_fold += 1;
