@@ -288,7 +288,7 @@ impl Membership {
                 // before reaching us, so a refutation may have passed us by. Ping the suspect
                 // with the stale suspicion; a live one answers with its newer Alive record.
                 suspicion.final_check_sent = true;
-                suspicion.deadline_ms = now + self.scaled_ms(self.config.probe_interval_ms);
+                suspicion.deadline_ms = now + 2 * self.scaled_ms(self.config.probe_interval_ms);
                 self.suspicion_deadlines.insert((suspicion.deadline_ms, id));
                 self.suspicions.insert(id, suspicion);
                 self.send_final_check(current);
@@ -309,13 +309,13 @@ impl Membership {
         }
     }
 
-    /// Two pings (losses are independent) carrying our suspicion of `suspect` first.
+    /// Three pings (losses are independent) carrying our suspicion of `suspect` first.
     fn send_final_check(&mut self, suspect: Member) {
         let accusation = Update {
             member: suspect,
             origin: self.me.id,
         };
-        for _ in 0..2 {
+        for _ in 0..3 {
             let sequence = self.next_sequence();
             let mut updates = vec![accusation];
             let space = BODY_BYTES_MAX - 13 - super::codec::update_bytes(&accusation);

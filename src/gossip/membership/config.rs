@@ -64,7 +64,7 @@ impl Default for Config {
             gossip_fanout: 3,
             gossip_to_dead_ms: 10_000,
             suspicion_alpha: 2.0,
-            suspicion_floor_min_ms: 1_000,
+            suspicion_floor_min_ms: 2_000,
             suspicion_beta: 4.0,
             suspicion_confirmations: 3,
             retransmit_mult: 4,
