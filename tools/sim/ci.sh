@@ -8,7 +8,9 @@ cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
 t0=$SECONDS
 
-cargo build -p starling-sim --profile test --locked
+# Build as the workspace tests do (same profile and features), so after the tests this is a
+# no-op; building the package alone would resolve features differently and rebuild deps.
+cargo test --workspace --locked --no-run -q
 sim="$target/debug/starling-sim"
 
 echo "==> 200 seeds x 50 nodes: 5% loss, 1% duplication, partition 2-6 s, crashes, ack = peers:2"
