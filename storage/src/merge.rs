@@ -81,12 +81,19 @@ impl Iterator for Merge<'_> {
         if self.failed {
             return None;
         }
-        match self.step() {
-            Ok(item) => item.map(Ok),
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
+        let step = self.step();
+        fuse(&mut self.failed, step)
+    }
+}
+
+/// Turns one step of a fallible iterator into its `next`: after the first error the iterator
+/// is finished (`failed` is set), so a corrupt source is reported once and never read past.
+pub(crate) fn fuse(failed: &mut bool, step: Result<Option<Item>>) -> Option<Result<Item>> {
+    match step {
+        Ok(item) => item.map(Ok),
+        Err(e) => {
+            *failed = true;
+            Some(Err(e))
         }
     }
 }

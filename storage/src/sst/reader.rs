@@ -225,12 +225,7 @@ impl Iterator for TableIter {
         if self.failed {
             return None;
         }
-        match self.step() {
-            Ok(item) => item.map(Ok),
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        let step = self.step();
+        crate::merge::fuse(&mut self.failed, step)
     }
 }
