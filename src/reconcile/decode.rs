@@ -11,17 +11,19 @@
 //! 4. roots by Cantor–Zassenhaus, reusing the z^((p−1)/2) computed for the check in step 3.
 //!
 //! **Invariant:** `decode` either returns the true differences or an error. A wrong pair passes
-//! when the rational function through the first m' points also matches each held-back point
-//! (probability ≈ (d_A + d_B)/p each, heuristically for hash-random elements, so ≈ 2^−100 for
-//! two points and m ≤ 128) and in addition splits completely into distinct roots that are all
-//! valid elements; the session adds membership checks on top (roots of Q must be our elements).
+//! only when the rational function through the first m' points also matches the held-back point
+//! (probability ≈ (d_A + d_B)/p, heuristically for hash-random elements, so below 2^−54 for
+//! m ≤ 128) *and* both polynomials split completely into distinct roots (≈ 1/k! for a wrong
+//! polynomial of degree k) that are all valid elements; the session adds membership checks on
+//! top (each root of Q must be one of our elements: ≈ n/p ≤ 2^−29 per root for n < 2^32). One
+//! held-back point is therefore enough; each one more would cost 8 bytes per decoded range.
 
 use super::element::FIRST_ELEMENT;
 use super::field::{self, P};
 use super::poly::{self, Modulus, Poly};
 
 /// Sample points held back from the reconstruction for verification.
-pub const HOLD_BACK: usize = 2;
+pub const HOLD_BACK: usize = 1;
 
 /// Why a decode was refused. Every variant means "send more points or split the range".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -349,7 +351,12 @@ mod tests {
             assert!(decode(&garbage, delta).is_err());
         }
         assert!(matches!(
-            decode(&[5, 6], 0),
+            decode(&[5], 0),
+            Err(DecodeError::TooFewPoints { .. })
+        ));
+        // Two points hold one difference at most: |δ| = 2 cannot fit.
+        assert!(matches!(
+            decode(&[5, 6], 2),
             Err(DecodeError::TooFewPoints { .. })
         ));
     }

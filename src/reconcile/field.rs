@@ -67,10 +67,30 @@ pub fn pow(base: u64, mut exponent: u64) -> u64 {
     result
 }
 
-/// `a^−1 mod P` by Fermat (a^(P−2)). `a` must be non-zero.
+/// `x^(2^k)`: k squarings.
+fn square_times(mut x: u64, k: u32) -> u64 {
+    for _ in 0..k {
+        x = mul(x, x);
+    }
+    x
+}
+
+/// `a^−1 mod P` by Fermat, `a^(P−2)` with `P − 2 = 2^61 − 3 = (2^59 − 1)·4 + 1`, through an
+/// addition chain of `a^(2^k − 1)` (62 squarings, 10 multiplications, against 60 + 59 for
+/// plain square-and-multiply). `a` must be non-zero.
 pub fn inv(a: u64) -> u64 {
     assert!(a != 0 && a < P, "inverse of {a} does not exist in F_p");
-    pow(a, P - 2)
+    // ones(k) = a^(2^k − 1); ones(j + k) = ones(j)^(2^k) · ones(k).
+    let ones2 = mul(square_times(a, 1), a);
+    let ones3 = mul(square_times(ones2, 1), a);
+    let ones6 = mul(square_times(ones3, 3), ones3);
+    let ones8 = mul(square_times(ones6, 2), ones2);
+    let ones12 = mul(square_times(ones6, 6), ones6);
+    let ones24 = mul(square_times(ones12, 12), ones12);
+    let ones48 = mul(square_times(ones24, 24), ones24);
+    let ones56 = mul(square_times(ones48, 8), ones8);
+    let ones59 = mul(square_times(ones56, 3), ones3);
+    mul(square_times(ones59, 2), a)
 }
 
 /// Inverts every value in place with Montgomery's trick: one inversion and 3(n − 1)
@@ -139,6 +159,7 @@ mod tests {
         #[test]
         fn inverse_is_inverse(a in 1..P) {
             prop_assert_eq!(mul(a, inv(a)), 1);
+            prop_assert_eq!(inv(a), pow(a, P - 2));
         }
 
         #[test]

@@ -17,10 +17,11 @@
 //! **Architecture invariant:** nothing here does I/O, reads a clock or uses global randomness;
 //! the caller moves bytes and decides timeouts (quinn-proto style).
 //!
-//! **Never a wrong set:** a decode is accepted only if it matches two held-back points, both
+//! **Never a wrong set:** a decode is accepted only if it matches a held-back point, both
 //! polynomials split into distinct roots that are valid elements, and (on the responder) every
 //! root of Q is one of our elements in that range and no root of P is. A wrong reconstruction
-//! survives the held-back points with probability ≈ ((d_A + d_B)/p)² ≤ 2^−108 per attempt.
+//! survives the held-back point with probability ≈ (d_A + d_B)/p ≤ 2^−54 per attempt, and
+//! each of the later checks multiplies that by far less than one (see [`decode`]).
 //! The initiator's `to_ship` comes from short fingerprints and may contain a few extra
 //! elements (at most 1/16 expected per decoded range, never fewer). Element collisions (two entries, one element) happen with
 //! probability ≈ n²/2^62 per partition (2·10^−5 at n = 10^7); see [`element`].

@@ -106,11 +106,32 @@ pub fn monic(poly: &[u64]) -> Poly {
 }
 
 /// The monic greatest common divisor.
+///
+/// Euclid on remainders only, each step cross-multiplied (`lead(y)·x − lead(x)·z^s·y`) so no
+/// step inverts: one inversion at the end instead of one per division.
 pub fn gcd(a: &[u64], b: &[u64]) -> Poly {
     let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    trim(&mut x);
+    trim(&mut y);
+    if x.len() < y.len() {
+        std::mem::swap(&mut x, &mut y);
+    }
     while !y.is_empty() {
-        let (_, remainder) = div_rem(&x, &y);
-        x = std::mem::replace(&mut y, remainder);
+        // x ← x mod y, up to a non-zero scalar.
+        let y_lead = y[y.len() - 1];
+        while x.len() >= y.len() {
+            let shift = x.len() - y.len();
+            let x_lead = x[x.len() - 1];
+            for slot in &mut x[..shift] {
+                *slot = field::mul(*slot, y_lead);
+            }
+            for (slot, &c) in x[shift..].iter_mut().zip(&y) {
+                *slot = field::sub(field::mul(*slot, y_lead), field::mul(x_lead, c));
+            }
+            debug_assert_eq!(x.last(), Some(&0));
+            trim(&mut x);
+        }
+        std::mem::swap(&mut x, &mut y);
     }
     monic(&x)
 }
@@ -324,6 +345,25 @@ mod tests {
             let (_, mut expected) = div_rem(&mul(&trimmed_a, &[c, 1]), &f);
             expected.resize(n, 0);
             prop_assert_eq!(linear, expected);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// gcd(Π(z − a)·Π(z − c), Π(z − b)·Π(z − c)) = Π(z − c) for disjoint root sets, with
+        /// random non-monic scalings.
+        #[test]
+        fn gcd_finds_the_common_roots(roots in proptest::collection::hash_set(0..P, 0..30),
+                                      split in 0usize..30, common in 0usize..30,
+                                      s1 in 1..P, s2 in 1..P) {
+            let roots: Vec<u64> = roots.into_iter().collect();
+            let common = common.min(roots.len());
+            let split = common + (split % (roots.len() - common + 1));
+            let (shared, rest) = roots.split_at(common);
+            let (only_a, only_b) = rest.split_at(split - common);
+            let a = scale(&mul(&from_roots(only_a), &from_roots(shared)), s1);
+            let b = scale(&mul(&from_roots(only_b), &from_roots(shared)), s2);
+            prop_assert_eq!(gcd(&a, &b), from_roots(shared));
         }
     }
 

@@ -29,16 +29,20 @@
 use super::decode::{self, HOLD_BACK};
 use super::element::{self, POSITION_BITS};
 use super::field;
-use super::sketch::{LEAF_BITS, LEAF_POINTS, PartitionSketch, Snapshot, sample_points};
+use super::sketch::{
+    LEAF_BITS, LEAF_POINTS, LOOKUP_BITS, PartitionSketch, Snapshot, sample_points,
+};
 use super::wire::{self, LEVEL_MAX, Message, NodeId, RequestItem, ResolveItem, SketchItem};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// Points of the whole range sent with `Open`: sets differing by up to 13 reconcile in one
 /// round trip.
 pub const OPEN_POINTS: usize = 16;
 
-/// Most points planned for one piece (≈ 70 expected differences): bounds decode time per piece.
-pub const PIECE_POINTS_MAX: usize = 80;
+/// Most points planned for one piece (≈ 58 expected differences): bounds decode time per piece
+/// (root finding grows with the square of a piece's difference), while larger pieces spend
+/// fewer points on held-back points and margins.
+pub const PIECE_POINTS_MAX: usize = 64;
 
 /// A range is cut into pieces only when it is at most this many times the part of the hash
 /// range already decoded (whose differences the density estimate rests on).
@@ -80,24 +84,46 @@ pub enum SessionError {
     NotOpen,
 }
 
-/// The elements of `node` in the live sketch.
-fn elements_in(node: NodeId, live: &PartitionSketch) -> Vec<u64> {
-    let contains =
-        |x: &u64| element::position(*x) >> (POSITION_BITS - node.level as u32) == node.index;
+/// The leaves `node` covers (one leaf for a range below a leaf).
+fn leaves_of(node: NodeId) -> std::ops::Range<usize> {
     if node.level as u32 <= LEAF_BITS {
         let shift = LEAF_BITS - node.level as u32;
-        let leaves = (node.index << shift) as usize..((node.index + 1) << shift) as usize;
-        leaves
-            .flat_map(|leaf| live.leaf_elements(leaf).iter().copied())
-            .collect()
+        (node.index << shift) as usize..((node.index + 1) << shift) as usize
     } else {
         let leaf = (node.index >> (node.level as u32 - LEAF_BITS)) as usize;
-        live.leaf_elements(leaf)
-            .iter()
-            .copied()
-            .filter(contains)
-            .collect()
+        leaf..leaf + 1
     }
+}
+
+/// The elements of `node` in the live sketch.
+fn elements_in(node: NodeId, live: &PartitionSketch) -> impl Iterator<Item = u64> + '_ {
+    leaves_of(node)
+        .flat_map(|leaf| live.leaf_elements(leaf).iter())
+        .filter(move |&x| node.level as u32 <= LEAF_BITS || node_contains(node, x))
+}
+
+/// Our elements in `node` whose low `width` bits are among `fingerprints`.
+fn resolve(item: &ResolveItem, live: &PartitionSketch) -> Vec<u64> {
+    let width = item.width as u32;
+    if width >= LOOKUP_BITS {
+        // Wide fingerprints: look each one up in the leaves of the range.
+        return item
+            .fingerprints
+            .iter()
+            .flat_map(|&fingerprint| {
+                leaves_of(item.node)
+                    .flat_map(move |leaf| live.leaf_elements(leaf).matching(fingerprint, width))
+            })
+            .filter(|&x| node_contains(item.node, x))
+            .collect();
+    }
+    // Narrow fingerprints come only for small ranges: scan.
+    let mut wanted = item.fingerprints.clone();
+    wanted.sort_unstable();
+    let mask = u64::MAX >> (64 - width);
+    elements_in(item.node, live)
+        .filter(|&x| wanted.binary_search(&(x & mask)).is_ok())
+        .collect()
 }
 
 /// Our size and χ of `node` at points `first..first + len`: from the snapshot down to leaves,
@@ -112,12 +138,10 @@ fn local_values(
     assert!(node.is_valid() && first >= 1 && first - 1 + len <= LEAF_POINTS);
     let mut values = vec![1; len];
     if node.level as u32 <= LEAF_BITS {
-        let shift = LEAF_BITS - node.level as u32;
-        let leaves = (node.index << shift) as usize..((node.index + 1) << shift) as usize;
-        let count = snapshot.range_values(leaves, first, &mut values);
+        let count = snapshot.range_values(leaves_of(node), first, &mut values);
         (count, values)
     } else {
-        let elements = elements_in(node, live);
+        let elements: Vec<u64> = elements_in(node, live).collect();
         live.kernel().multiply_linear_factors(
             &mut values,
             &sample_points()[first - 1..first - 1 + len],
@@ -281,22 +305,12 @@ impl Initiator {
                     sequences: missing,
                 }];
             }
-            let mut to_ship = Vec::new();
-            for item in self.resolves.values().flatten() {
-                if item.width == 64 {
-                    // Whole elements (sent for large ranges): look them up, no scan.
-                    let ours = |x: &u64| node_contains(item.node, *x) && live.contains(*x);
-                    to_ship.extend(item.fingerprints.iter().copied().filter(ours));
-                    continue;
-                }
-                let wanted: HashSet<u64> = item.fingerprints.iter().copied().collect();
-                let mask = u64::MAX >> (64 - item.width as u32);
-                to_ship.extend(
-                    elements_in(item.node, live)
-                        .into_iter()
-                        .filter(|&x| wanted.contains(&(x & mask))),
-                );
-            }
+            let mut to_ship: Vec<u64> = self
+                .resolves
+                .values()
+                .flatten()
+                .flat_map(|item| resolve(item, live))
+                .collect();
             to_ship.sort_unstable();
             to_ship.dedup();
             self.outcome = Some(Outcome {
@@ -405,28 +419,32 @@ fn bits(first: usize, last: usize) -> u128 {
 /// Bits per fingerprint so that the initiator expects at most 1/16 false match in a range of
 /// `count` elements holding `roots` fingerprinted ones: ⌈log2(count · roots)⌉ + 4.
 ///
-/// Ranges of at least [`SCAN_ELEMENTS_MAX`] elements get whole elements (64 bits) instead, so
-/// the initiator looks them up rather than scanning the range (a few bytes more when the
-/// difference is small, milliseconds less).
+/// Ranges of at least [`SCAN_ELEMENTS_MAX`] elements get at least [`LOOKUP_BITS`] bits, which the
+/// initiator looks up instead of scanning the range.
 fn fingerprint_width(count: u64, roots: usize) -> u8 {
-    if count >= SCAN_ELEMENTS_MAX {
-        return 64;
-    }
     let candidates = count.saturating_mul(roots as u64).max(1);
-    let bits = 64 - candidates.leading_zeros() + FINGERPRINT_SPARE_BITS;
+    let mut bits = 64 - candidates.leading_zeros() + FINGERPRINT_SPARE_BITS;
+    if count >= SCAN_ELEMENTS_MAX {
+        bits = bits.max(LOOKUP_BITS);
+    }
     bits.clamp(8, 64) as u8
 }
 
-/// Range size from which resolves carry whole elements instead of fingerprints.
-const SCAN_ELEMENTS_MAX: u64 = 1 << 19;
+/// Range size from which fingerprints are at least [`LOOKUP_BITS`] wide, so the initiator looks
+/// them up instead of scanning the range (≈ 3 bits more per fingerprint, microseconds less).
+const SCAN_ELEMENTS_MAX: u64 = 1 << 10;
 
 /// Spare bits in a fingerprint: expected false matches per range ≤ 2^−4 (a false match only
 /// ships an entry the peer already has).
 const FINGERPRINT_SPARE_BITS: u32 = 4;
 
-/// Points needed to decode a range expected to hold `expected` differences.
+/// Points first asked for a range expected to hold `expected` differences: the mean, half a
+/// Poisson standard deviation, and what decoding needs beyond the differences (the held-back
+/// point and one more, as deg P + deg Q ≤ m' − 1). About a third of ranges then need an
+/// extension, which costs a round trip and a few points but wastes nothing sent before; asking
+/// for a full deviation more would waste ≈ √E points on most ranges.
 fn points_for(expected: f64) -> usize {
-    (expected + expected.sqrt()).ceil() as usize + HOLD_BACK + 1
+    (expected + 0.5 * expected.sqrt()).ceil() as usize + HOLD_BACK + 1
 }
 
 /// The side that accepts a session, decodes and decides how to split.
@@ -436,6 +454,9 @@ pub struct Responder {
     snapshot: Snapshot,
     nodes: BTreeMap<NodeId, NodeState>,
     requests: Vec<RequestItem>,
+    /// Sketch items asked for and not yet received: new requests wait until this is zero, so
+    /// each round's requests travel together (fewer, fuller messages both ways).
+    awaiting: usize,
     solved_differences: u64,
     solved_fraction: f64,
     failed_density_max: f64,
@@ -476,6 +497,7 @@ impl Responder {
             snapshot: live.snapshot(),
             nodes: BTreeMap::from([(NodeId::ROOT, root)]),
             requests: Vec::new(),
+            awaiting: 0,
             solved_differences: 0,
             solved_fraction: 0.0,
             failed_density_max: 0.0,
@@ -500,6 +522,7 @@ impl Responder {
         match message {
             Message::Sketches { items, .. } => {
                 items.iter().for_each(|item| self.store(item));
+                self.awaiting = self.awaiting.saturating_sub(items.len());
                 self.progress(live)
             }
             Message::Missing { sequences, .. } => {
@@ -874,7 +897,12 @@ impl Responder {
     /// New requests and resolves, and `Finish` once every range is settled.
     fn outgoing(&mut self) -> Vec<Message> {
         let (session, partition) = (self.session, self.partition);
-        let requests = std::mem::take(&mut self.requests);
+        let requests = if self.awaiting == 0 {
+            std::mem::take(&mut self.requests)
+        } else {
+            Vec::new()
+        };
+        self.awaiting += requests.iter().map(|r| r.span as usize).sum::<usize>();
         let mut out: Vec<Message> = wire::pack(requests)
             .into_iter()
             .map(|items| Message::Request {
@@ -883,7 +911,16 @@ impl Responder {
                 items,
             })
             .collect();
-        for items in wire::pack(std::mem::take(&mut self.fingerprints)) {
+        let settled = self.nodes.values().all(|n| n.status != Status::Active);
+        // Resolves wait for the end: packed together they fill whole messages (one header per
+        // ~1,300 bytes instead of one per round), and the initiator acts on them only at
+        // `Finish` anyway.
+        let fingerprints = if settled {
+            std::mem::take(&mut self.fingerprints)
+        } else {
+            Vec::new()
+        };
+        for items in wire::pack(fingerprints) {
             let message = Message::Resolve {
                 session,
                 partition,
@@ -894,7 +931,6 @@ impl Responder {
                 .insert(self.resolves_sent.len() as u32, message.clone());
             out.push(message);
         }
-        let settled = self.nodes.values().all(|n| n.status != Status::Active);
         if settled && self.finish.is_none() {
             let complete = self.nodes.values().all(|n| n.status != Status::Unresolved);
             let root = &self.nodes[&NodeId::ROOT];
@@ -941,6 +977,9 @@ impl Responder {
                 });
             }
         }
+        // Everything wanted and not known is asked for again, held-back requests included.
+        self.requests.clear();
+        self.awaiting = items.len();
         let mut out: Vec<Message> = wire::pack(items)
             .into_iter()
             .map(|items| Message::Request {
@@ -970,6 +1009,7 @@ mod tests {
     use crate::reconcile::element::element_from_hash;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
+    use std::collections::HashSet;
 
     /// A channel that loses, duplicates and reorders datagrams.
     struct Channel {

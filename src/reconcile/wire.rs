@@ -266,8 +266,16 @@ impl WireItem for RequestItem {
 
 impl WireItem for SketchItem {
     fn encoded_len(&self) -> usize {
-        size_of::<SketchBytes>() + 8 * self.values.len()
+        size_of::<SketchBytes>() + values_len(self.values.len())
     }
+}
+
+/// Bits per field value on the wire: canonical values are below p = 2^61 − 1.
+const VALUE_BITS: u32 = 61;
+
+/// Bytes of `count` bit-packed field values.
+fn values_len(count: usize) -> usize {
+    (count * VALUE_BITS as usize).div_ceil(8)
 }
 
 impl WireItem for ResolveItem {
@@ -376,9 +384,7 @@ impl Message {
         match self {
             Message::Open { count, values, .. } => {
                 body.extend_from_slice(U64::new(*count).as_bytes());
-                values
-                    .iter()
-                    .for_each(|v| body.extend_from_slice(U64::new(*v).as_bytes()));
+                pack_bits(values, VALUE_BITS, body);
                 (KIND_OPEN, 0, 0, values.len())
             }
             Message::Request { items, .. } => {
@@ -404,9 +410,7 @@ impl Message {
                         len,
                     };
                     body.extend_from_slice(bytes.as_bytes());
-                    item.values
-                        .iter()
-                        .for_each(|v| body.extend_from_slice(U64::new(*v).as_bytes()));
+                    pack_bits(&item.values, VALUE_BITS, body);
                 }
                 (KIND_SKETCHES, 0, 0, items.len())
             }
@@ -653,9 +657,20 @@ fn read_node(raw: NodeBytes) -> Result<NodeId, WireError> {
 }
 
 fn read_values(rest: &mut &[u8], len: usize, truncated: WireError) -> Result<Vec<u64>, WireError> {
-    let (values, tail) = <[U64]>::ref_from_prefix_with_elems(rest, len).map_err(|_| truncated)?;
+    let bytes = values_len(len);
+    if rest.len() < bytes {
+        return Err(truncated);
+    }
+    let (packed, tail) = rest.split_at(bytes);
     *rest = tail;
-    let values: Vec<u64> = values.iter().map(|v| v.get()).collect();
+    // The padding bits of the last byte must be zero: one message, one encoding.
+    let used = (len * VALUE_BITS as usize) % 8;
+    if used != 0 && packed.last().is_some_and(|&last| last >> used != 0) {
+        return Err(WireError::Invalid {
+            what: "value padding",
+        });
+    }
+    let values = unpack_bits(packed, VALUE_BITS, len);
     if values.iter().any(|&v| v >= P) {
         return Err(WireError::Invalid {
             what: "field value",
@@ -851,5 +866,29 @@ mod tests {
                 what: "field value"
             })
         );
+        // 61-bit values leave 3 padding bits in the last byte of one value: they must be zero.
+        let last = bytes.len() - 1;
+        bytes[last] = 0x80;
+        let sum = checksum(&bytes);
+        bytes[4..8].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(
+            Message::decode(&bytes),
+            Err(WireError::Invalid {
+                what: "value padding"
+            })
+        );
+    }
+
+    #[test]
+    fn values_take_61_bits() {
+        let message = Message::Open {
+            session: 1,
+            partition: 1,
+            count: 3,
+            values: vec![P - 1, 0, 1 << 60, 12345, 1, 2, 3, 4],
+        };
+        let bytes = message.encode();
+        assert_eq!(bytes.len(), HEADER_BYTES + 8 + 61); // 8 values · 61 bits = 61 bytes
+        assert_eq!(Message::decode(&bytes), Ok(message));
     }
 }
