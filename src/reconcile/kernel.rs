@@ -109,16 +109,118 @@ mod x86 {
     pub(super) fn avx2(values: &mut [u64], points: &[u64], xs: &[u64]) {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
         let body = values.len() / 4 * 4;
+        let (body_values, body_points) = (&mut values[..body], &points[..body]);
+        // Tiny points (the sample points 1..=128 always are): four factors per product.
+        let quads = if body_points.iter().all(|&z| z < TINY_POINT_LIMIT) {
+            xs.len() / 4 * 4
+        } else {
+            0
+        };
         // SAFETY: AVX2 is present (asserted above) and `body <= values.len() == points.len()`.
         #[allow(unsafe_code)]
         unsafe {
-            if points.iter().all(|&z| z < SMALL_POINT_LIMIT) {
-                avx2_body::<true>(&mut values[..body], &points[..body], xs);
+            if quads > 0 {
+                let coefficients: Vec<[u64; 4]> =
+                    xs[..quads].chunks_exact(4).map(quad_coefficients).collect();
+                avx2_quads(body_values, body_points, &coefficients);
+            }
+            let rest = &xs[quads..];
+            if body_points.iter().all(|&z| z < SMALL_POINT_LIMIT) {
+                avx2_body::<true>(body_values, body_points, rest);
             } else {
-                avx2_body::<false>(&mut values[..body], &points[..body], xs);
+                avx2_body::<false>(body_values, body_points, rest);
             }
         }
         scalar(&mut values[body..], &points[body..], xs);
+    }
+
+    /// Points below this have z⁴ < 2^32, so `avx2_quads` can multiply by 32-bit powers of z.
+    const TINY_POINT_LIMIT: u64 = 1 << 8;
+
+    /// `[c0, c1, c2, c3]` with `(z − a)(z − b)(z − c)(z − d) = z⁴ + c3 z³ + c2 z² + c1 z + c0`,
+    /// canonical.
+    fn quad_coefficients(quad: &[u64]) -> [u64; 4] {
+        // Multiply out one factor at a time: coefficients[k] of z^k, leading 1 implicit.
+        let mut c = [0u64; 5];
+        c[0] = 1;
+        for (degree, &x) in quad.iter().enumerate() {
+            let minus_x = super::field::neg(x);
+            for k in (0..=degree + 1).rev() {
+                let shifted = if k == 0 { 0 } else { c[k - 1] };
+                c[k] = super::field::add(shifted, super::field::mul(c[k], minus_x));
+            }
+        }
+        debug_assert_eq!(c[4], 1);
+        [c[0], c[1], c[2], c[3]]
+    }
+
+    /// `values[i] *= Π_quads (z_i⁴ + c3 z_i³ + c2 z_i² + c1 z_i + c0)` for tiny points.
+    ///
+    /// Four linear factors cost one full product plus three 61×32-bit products (a coefficient
+    /// times a power of z below 2^32: two 32×32 multiplies each, summed before one cheap fold),
+    /// instead of four full products: about half the instructions per element. Blocks of
+    /// vectors stay in registers across the batch, as in `avx2_body` (measured faster than
+    /// streaming every vector through L1 per quad).
+    // Indexing by vector number keeps the block in named registers; iterators hide that.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2")]
+    fn avx2_quads(values: &mut [u64], points: &[u64], coefficients: &[[u64; 4]]) {
+        debug_assert!(values.len().is_multiple_of(4) && values.len() == points.len());
+        debug_assert!(points.iter().all(|&z| z < TINY_POINT_LIMIT));
+        let p = _mm256_set1_epi64x(P as i64);
+        let low29 = _mm256_set1_epi64x((1 << 29) - 1);
+        let mut start = 0;
+        while start < values.len() {
+            let vectors = ((values.len() - start) / 4).min(VECTORS_PER_BLOCK);
+            let mut acc = [_mm256_setzero_si256(); VECTORS_PER_BLOCK];
+            // powers[v] = [z, z², z³, z⁴], each below 2^32.
+            let mut powers = [[_mm256_setzero_si256(); 4]; VECTORS_PER_BLOCK];
+            for v in 0..vectors {
+                let offset = start + 4 * v;
+                // SAFETY: offset + 4 <= len for both slices (vectors counts whole vectors left).
+                #[allow(unsafe_code)]
+                unsafe {
+                    acc[v] = _mm256_loadu_si256(values.as_ptr().add(offset).cast());
+                    powers[v][0] = _mm256_loadu_si256(points.as_ptr().add(offset).cast());
+                }
+                for k in 1..4 {
+                    powers[v][k] = _mm256_mul_epu32(powers[v][k - 1], powers[v][0]);
+                }
+            }
+            for &[c0, c1, c2, c3] in coefficients {
+                let c0 = _mm256_set1_epi64x(c0 as i64);
+                let lows = [c1, c2, c3].map(|c| _mm256_set1_epi64x((c & 0xFFFF_FFFF) as i64));
+                let highs = [c1, c2, c3].map(|c| _mm256_set1_epi64x((c >> 32) as i64));
+                for v in 0..VECTORS_PER_BLOCK {
+                    // c_k·z^k = lo_k·z^k + hi_k·z^k·2^32; lo products < 2^56, hi < 2^53.
+                    let mut low = _mm256_add_epi64(c0, powers[v][3]); // < 2^61 + 2^32
+                    let mut high = _mm256_setzero_si256();
+                    for k in 0..3 {
+                        low = _mm256_add_epi64(low, _mm256_mul_epu32(lows[k], powers[v][k]));
+                        high = _mm256_add_epi64(high, _mm256_mul_epu32(highs[k], powers[v][k]));
+                    }
+                    // low < 2^62; high < 2^55 and high·2^32 ≡ (high mod 2^29)·2^32 + high >> 29.
+                    let shifted = _mm256_add_epi64(
+                        _mm256_slli_epi64::<32>(_mm256_and_si256(high, low29)),
+                        _mm256_srli_epi64::<29>(high),
+                    );
+                    let sum = _mm256_add_epi64(low, shifted); // < 2^63
+                    let factor =
+                        _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum));
+                    acc[v] = mulmod4_lazy(acc[v], factor); // factor ≤ P + 3
+                }
+            }
+            for v in 0..vectors {
+                let offset = start + 4 * v;
+                let canonical = canonical4(acc[v]);
+                // SAFETY: as for the loads above.
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm256_storeu_si256(values.as_mut_ptr().add(offset).cast(), canonical);
+                }
+            }
+            start += 4 * vectors;
+        }
     }
 
     pub(super) fn avx512(values: &mut [u64], points: &[u64], xs: &[u64]) {
@@ -377,19 +479,36 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The sample points themselves (1..=128, and up to 255): the four-factor AVX2 path,
+        /// with every batch remainder 0..3 after the quads.
+        #[test]
+        fn tiny_points_match_u128(values in proptest::collection::vec(edge_or_any(), 0..140),
+                                  first in 1u64..128,
+                                  xs in proptest::collection::vec(edge_or_any(), 0..23)) {
+            let points: Vec<u64> = (0..values.len() as u64).map(|i| (first + i) % 256).collect();
+            for kernel in Kernel::available() {
+                check(kernel, (values.clone(), points.clone(), xs.clone()));
+            }
+        }
+    }
+
     #[test]
     fn worst_case_lanes() {
         // Every lane at p − 1 times factors of p − 1 exercises the largest intermediate sums.
         let len = 37;
         let values = vec![P - 1; len];
         let points = vec![P - 1; len];
-        let xs = vec![0, 1, P - 1, P - 2, 1 << 60];
+        let xs = vec![0, 1, P - 1, P - 2, 1 << 60, P - 1, P - 1, P - 1, 0];
         for kernel in Kernel::available() {
             check(kernel, (values.clone(), points.clone(), xs.clone()));
             check(
                 kernel,
                 (values.clone(), vec![(1 << 32) - 1; len], xs.clone()),
             );
+            // Tiny points at their maximum, where z⁴ and the coefficient products are largest.
+            check(kernel, (values.clone(), vec![255; len], xs.clone()));
         }
     }
 
