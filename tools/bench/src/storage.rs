@@ -51,6 +51,12 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     write_amp: Option<f64>,
     rss_mib: u64,
+    /// Anonymous (heap) part of `rss_mib`.
+    #[serde(default)]
+    rss_anon_mib: u64,
+    /// File-backed part of `rss_mib` (mapped tables, binary).
+    #[serde(default)]
+    rss_file_mib: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     writes_per_sync: Option<f64>,
 }
@@ -137,7 +143,7 @@ fn print_table(rows: &[Row]) {
         }
     }
     println!(
-        "{:<12} {:>14} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "{:<12} {:>14} {:>14} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10}",
         "workload",
         "starling op/s",
         "fjall op/s",
@@ -145,6 +151,7 @@ fn print_table(rows: &[Row]) {
         "WA st",
         "WA fj",
         "RSS st",
+        "anon+file",
         "RSS fj",
         "wr/fsync"
     );
@@ -158,7 +165,7 @@ fn print_table(rows: &[Row]) {
             0.0
         };
         println!(
-            "{:<12} {:>14.0} {:>14.0} {:>7.2}x {:>9} {:>9} {:>8}M {:>8}M {:>10}",
+            "{:<12} {:>14.0} {:>14.0} {:>7.2}x {:>9} {:>9} {:>8}M {:>11} {:>8}M {:>10}",
             name,
             ops(*starling),
             ops(*fjall),
@@ -166,6 +173,10 @@ fn print_table(rows: &[Row]) {
             fmt_opt(starling.and_then(|r| r.write_amp)),
             fmt_opt(fjall.and_then(|r| r.write_amp)),
             starling.map_or(0, |r| r.rss_mib),
+            starling.map_or("-".to_string(), |r| format!(
+                "{}+{}",
+                r.rss_anon_mib, r.rss_file_mib
+            )),
             fjall.map_or(0, |r| r.rss_mib),
             fmt_opt(starling.and_then(|r| r.writes_per_sync)),
         );
@@ -191,11 +202,12 @@ fn value(rng: &mut SmallRng) -> Vec<u8> {
     value
 }
 
-fn rss_mib() -> u64 {
+/// A `/proc/self/status` field in MiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_mib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kib| kib / 1024)
 }
@@ -232,7 +244,9 @@ fn row(workload: &str, engine: &str, ops: u64, started: Instant) -> Row {
         engine: engine.into(),
         ops_per_sec: ops as f64 / started.elapsed().as_secs_f64().max(1e-9),
         write_amp: None,
-        rss_mib: rss_mib(),
+        rss_mib: status_mib("VmRSS"),
+        rss_anon_mib: status_mib("RssAnon"),
+        rss_file_mib: status_mib("RssFile"),
         writes_per_sync: None,
     }
 }
