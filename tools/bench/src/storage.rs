@@ -36,6 +36,9 @@ pub struct Args {
     /// Which engine to run: `both` runs each in a child process.
     #[arg(long, default_value = "both", value_parser = ["both", "starling", "fjall"])]
     pub engine: String,
+    /// starling's `Options::table_mapped_bytes_max` in MiB (table pages kept mapped).
+    #[arg(long, default_value_t = 64)]
+    pub table_mapped_mib: usize,
     /// Scratch directory on a real (O_DIRECT-capable) filesystem; emptied before and after.
     #[arg(long, default_value = "target/starling-bench-storage")]
     pub dir: PathBuf,
@@ -111,6 +114,8 @@ fn run_child(args: &Args, engine: &str) -> anyhow::Result<Vec<Row>> {
         .arg(args.sync_ops.to_string())
         .arg("--sync-writers")
         .arg(args.sync_writers.to_string())
+        .arg("--table-mapped-mib")
+        .arg(args.table_mapped_mib.to_string())
         .arg("--dir")
         .arg(args.dir.join(engine))
         .stderr(Stdio::inherit())
@@ -277,10 +282,11 @@ mod starling {
         }
     }
 
-    async fn open(dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
+    async fn open(args: &Args, dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
         fresh_dir(dir)?;
         let mut options = Options::new(dir);
         options.durability = durability;
+        options.table_mapped_bytes_max = args.table_mapped_mib << 20;
         Ok(Engine::open(options).await?)
     }
 
@@ -309,13 +315,13 @@ mod starling {
     async fn run_in_executor(args: &Args) -> anyhow::Result<Vec<Row>> {
         let mut rows = Vec::new();
         let dir = args.dir.join("seq");
-        let engine = open(&dir, Durability::None).await?;
+        let engine = open(args, &dir, Durability::None).await?;
         rows.push(fill(&engine, args, "fillseq", |i| i, 0).await?);
         engine.close().await?;
         fresh_dir(&dir)?;
 
         let dir = args.dir.join("random");
-        let engine = open(&dir, Durability::None).await?;
+        let engine = open(args, &dir, Durability::None).await?;
         let mut fill_row = fill(&engine, args, "fillrandom", scatter, 0).await?;
         fill_row.write_amp = Some(engine.stats().write_amplification);
         rows.push(fill_row);
@@ -384,7 +390,7 @@ mod starling {
 
     async fn fillsync(args: &Args) -> anyhow::Result<Row> {
         let dir = args.dir.join("sync");
-        let engine = Rc::new(open(&dir, Durability::Sync).await?);
+        let engine = Rc::new(open(args, &dir, Durability::Sync).await?);
         let ops = args.sync_ops.min(args.num);
         let writers = args.sync_writers.max(1);
         let bar = progress("fillsync", ENGINE, ops);
