@@ -17,7 +17,7 @@ use crate::codec::compare_keys;
 use crate::counters::{Counters, add};
 use crate::error::{Error, Result};
 use crate::manifest::{LEVELS, Manifest};
-use crate::memtable::{Item, MemValue, Memtable};
+use crate::memtable::{Item, Memtable, Slot};
 use crate::merge::{Merge, Source};
 use crate::notify::Notify;
 use crate::sst::bloom;
@@ -26,8 +26,10 @@ use crate::types::{Applied, Condition, Durability, Entry, LevelStats, Options, S
 use crate::wal::record::encode_batch;
 use crate::wal::writer::{LAZY_CHUNK_BYTES, WalShared};
 
-/// In `Durability::None`, `apply` waits for the WAL writer once this much is queued.
-const WAL_PENDING_BYTES_MAX: usize = 64 << 20;
+/// In `Durability::None`, `apply` waits for the WAL writer once this much is queued: a few
+/// 1 MiB chunks keep the disk busy; more would only be heap (the writer copies a group once
+/// more into its DMA buffers).
+const WAL_PENDING_BYTES_MAX: usize = 8 << 20;
 
 /// Mutable engine state.
 pub(crate) struct State {
@@ -65,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) closed: Cell<bool>,
     pub(crate) next_wal_segment: Cell<u64>,
     pub(crate) compaction_queue: TaskQueueHandle,
+    /// The budget of table bytes mapped into the process.
+    pub(crate) residency: Rc<crate::sst::residency::Residency>,
     pub(crate) _lock: std::fs::File,
 }
 
@@ -116,9 +120,9 @@ fn candidate_tables<'a>(
 impl Inner {
     /// The newest stored entry for `key`, tombstones included.
     pub(crate) fn lookup(&self, state: &State, key: &[u8]) -> Result<Option<Entry>> {
-        let from_mem = |slot: &MemValue| Entry {
+        let from_mem = |slot: Slot<'_>| Entry {
             key: key.to_vec(),
-            value: slot.value.clone(),
+            value: slot.value.map(<[u8]>::to_vec),
             version: slot.version,
         };
         if let Some(slot) = state.mem.get(key) {
@@ -138,7 +142,7 @@ impl Inner {
 
     /// The stored version of `key` and whether it is live, without copying the value.
     fn stored(&self, state: &State, key: &[u8]) -> Result<Stored> {
-        let from_mem = |slot: &MemValue| (slot.version, slot.value.is_some());
+        let from_mem = |slot: Slot<'_>| (slot.version, slot.value.is_some());
         if let Some(slot) = state.mem.get(key) {
             return Ok(Some(from_mem(slot)));
         }
@@ -244,13 +248,9 @@ impl Inner {
                     .map_or(decision.was_live, |slot| slot.value.is_some())
             };
             self.account_write(before, &entry);
-            state.mem.insert(
-                entry.key,
-                MemValue {
-                    version: entry.version,
-                    value: entry.value,
-                },
-            );
+            state
+                .mem
+                .insert(&entry.key, entry.version, entry.value.as_deref());
         }
         Some(ticket)
     }
@@ -276,13 +276,9 @@ impl Inner {
                 continue;
             }
             self.account_write(stored.is_some_and(|(_, live)| live), &entry);
-            state.mem.insert(
-                entry.key,
-                MemValue {
-                    version: entry.version,
-                    value: entry.value,
-                },
-            );
+            state
+                .mem
+                .insert(&entry.key, entry.version, entry.value.as_deref());
         }
         Ok(())
     }
@@ -312,7 +308,7 @@ impl Inner {
         let borrowed = |mem: &'a Memtable, start: &[u8]| -> Source<'a> {
             Box::new(
                 mem.range_from(start)
-                    .map(|(k, v)| Ok((k.clone(), v.version, v.value.clone()))),
+                    .map(|(k, v)| Ok((k.to_vec(), v.version, v.value.map(<[u8]>::to_vec)))),
             )
         };
         let mut sources = vec![borrowed(&state.mem, start)];
@@ -328,7 +324,7 @@ impl Inner {
         let copied = |mem: &Memtable| -> Source<'static> {
             let items: Vec<Result<Item>> = mem
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), v.version, v.value.clone())))
+                .map(|(k, v)| Ok((k.to_vec(), v.version, v.value.map(<[u8]>::to_vec))))
                 .collect();
             Box::new(items.into_iter())
         };
@@ -581,6 +577,9 @@ impl Engine {
                 .collect(),
             memtable_bytes: (state.mem.bytes() + state.imm.as_ref().map_or(0, |m| m.bytes()))
                 as u64,
+            table_mapped_bytes: (inner.residency.mapped_windows()
+                * crate::sst::residency::WINDOW_BYTES) as u64,
+            table_mapped_releases: inner.residency.releases(),
             syncs: counters.syncs.get(),
             writes_synced: counters.writes_synced.get(),
             duplicates_skipped: counters.duplicates_skipped.get(),

@@ -14,6 +14,7 @@ use crate::manifest::{LEVELS, Manifest};
 use crate::memtable::Memtable;
 use crate::notify::Notify;
 use crate::sst::reader::Table;
+use crate::sst::residency::Residency;
 use crate::types::Options;
 use crate::wal::replay::replay_file;
 use crate::wal::writer::{Segment, WalShared, WalWriter, parse_segment_name, segment_path};
@@ -33,10 +34,11 @@ impl Engine {
         let lock = lock_dir(&dir)?;
         let manifest = Manifest::open(&dir)?;
         let version = manifest.version().clone();
+        let residency = Residency::new(options.table_mapped_bytes_max);
         let mut levels: Vec<Vec<Rc<Table>>> = vec![Vec::new(); LEVELS];
         for (level, metas) in version.levels.iter().enumerate() {
             for meta in metas {
-                levels[level].push(Rc::new(Table::open(&dir, meta.clone())?));
+                levels[level].push(Table::open(&dir, meta.clone(), &residency)?);
             }
         }
         levels[0].sort_by_key(|t| std::cmp::Reverse(t.meta().number));
@@ -78,6 +80,7 @@ impl Engine {
             closed: Cell::new(false),
             next_wal_segment: Cell::new(next_segment + 1),
             compaction_queue: Engine::compaction_queue(options.compaction_shares),
+            residency,
             options,
             _lock: lock,
         });

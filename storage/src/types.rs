@@ -157,8 +157,12 @@ pub struct Options {
     pub dir: PathBuf,
     /// When writes are acknowledged.
     pub durability: Durability,
-    /// Memtable size (approximate heap bytes) that triggers a flush.
+    /// Memtable size that triggers a flush: its arena's real bytes (nodes, keys, values).
+    /// Up to two memtables exist at once (one being flushed).
     pub memtable_bytes_max: usize,
+    /// Table bytes that may stay mapped into the process (its file-backed RSS): past this,
+    /// the tables' data pages are unmapped (they stay in the page cache).
+    pub table_mapped_bytes_max: usize,
     /// Size limits.
     pub limits: Limits,
     /// Preallocated size of one WAL segment file.
@@ -184,6 +188,7 @@ impl Options {
             dir: dir.into(),
             durability: Durability::Sync,
             memtable_bytes_max: 64 << 20,
+            table_mapped_bytes_max: 64 << 20,
             limits: Limits::default(),
             wal_segment_bytes: 64 << 20,
             table_bytes_target: 32 << 20,
@@ -200,6 +205,7 @@ impl Options {
         self.limits.validate()?;
         let positive = [
             ("memtable_bytes_max", self.memtable_bytes_max as u64),
+            ("table_mapped_bytes_max", self.table_mapped_bytes_max as u64),
             ("wal_segment_bytes", self.wal_segment_bytes),
             ("table_bytes_target", self.table_bytes_target),
             ("l0_compaction_trigger", self.l0_compaction_trigger as u64),
@@ -258,8 +264,13 @@ pub struct Stats {
     pub write_amplification: f64,
     /// Per level (index 0 = L0).
     pub levels: Vec<LevelStats>,
-    /// Approximate heap bytes of the memtables (active + immutable).
+    /// Bytes of the memtables (active + immutable): their arenas' real size.
     pub memtable_bytes: u64,
+    /// Upper bound of the table bytes mapped into the process (fault-around windows touched).
+    pub table_mapped_bytes: u64,
+    /// How often the tables' data pages were unmapped to stay within
+    /// `Options::table_mapped_bytes_max`.
+    pub table_mapped_releases: u64,
     /// fdatasync calls on the WAL.
     pub syncs: u64,
     /// Batches made durable by those syncs (`writes_synced / syncs` = group commit factor).

@@ -8,4 +8,5 @@ pub mod block;
 pub mod bloom;
 pub(crate) mod format;
 pub(crate) mod reader;
+pub(crate) mod residency;
 pub(crate) mod writer;

@@ -2,7 +2,9 @@
 //!
 //! `open` verifies the footer, index and bloom checksums; each data block is verified on its
 //! first use (a bit per block remembers it), so a damaged block is reported as
-//! [`Error::Corruption`] with the file and block offset and never served.
+//! [`Error::Corruption`] with the file and block offset and never served. Each block read
+//! marks the fault-around windows it maps, so the engine's `Residency` budget bounds the
+//! table bytes mapped into the process.
 
 use std::cell::Cell;
 use std::cmp::Ordering;
@@ -14,6 +16,7 @@ use memmap2::Mmap;
 use super::block::{Block, BlockError, BlockPos, TRAILER_BYTES, verify};
 use super::bloom::Bloom;
 use super::format::{BlockHandle, FOOTER_BYTES, Footer, parse_index};
+use super::residency::{Residency, WINDOW_BYTES};
 use super::writer::{TableMeta, table_path};
 use crate::codec::compare_keys;
 use crate::error::{Error, Result};
@@ -28,6 +31,18 @@ pub struct Table {
     index: Vec<BlockHandle>,
     bloom: (usize, usize),
     verified: Vec<Cell<u64>>,
+    residency: Rc<Residency>,
+    /// One bit per fault-around window of the mapping: touched since the last release.
+    windows: Vec<Cell<u64>>,
+    /// Windows from the one holding the bloom filter's first byte to the end (kept mapped).
+    tail_windows: usize,
+}
+
+/// The windows of the mapping spanned by `[offset, offset + len)` (`len > 0`), numbered from
+/// the window holding the mapping's first byte.
+fn window_span(base: usize, offset: usize, len: usize) -> std::ops::RangeInclusive<usize> {
+    let first = base / WINDOW_BYTES;
+    ((base + offset) / WINDOW_BYTES - first)..=((base + offset + len - 1) / WINDOW_BYTES - first)
 }
 
 impl std::fmt::Debug for Table {
@@ -40,8 +55,9 @@ impl std::fmt::Debug for Table {
 }
 
 impl Table {
-    /// Maps `<number>.sst` in `dir` and verifies its footer, index and bloom filter.
-    pub fn open(dir: &Path, meta: TableMeta) -> Result<Table> {
+    /// Maps `<number>.sst` in `dir`, verifies its footer, index and bloom filter, and puts
+    /// it under `residency`'s budget.
+    pub fn open(dir: &Path, meta: TableMeta, residency: &Rc<Residency>) -> Result<Rc<Table>> {
         let path = table_path(dir, meta.number);
         let file = std::fs::File::open(&path)
             .map_err(|e| Error::io(format!("opening table {}", path.display()), e))?;
@@ -76,14 +92,82 @@ impl Table {
         let verified = (0..index.len().div_ceil(64))
             .map(|_| Cell::new(0))
             .collect();
-        Ok(Table {
+        let base = mmap.as_ptr() as usize;
+        let all = window_span(base, 0, mmap.len());
+        let tail = window_span(base, bloom.0, mmap.len() - bloom.0);
+        let windows: Vec<Cell<u64>> = (0..(all.end() + 1).div_ceil(64))
+            .map(|_| Cell::new(0))
+            .collect();
+        let tail_windows = tail.clone().count();
+        residency.add_tail(tail_windows);
+        let table = Rc::new(Table {
             path,
             meta,
             mmap,
             index,
             bloom,
             verified,
-        })
+            residency: Rc::clone(residency),
+            windows,
+            tail_windows,
+        });
+        table.mark_tail();
+        residency.register(&table);
+        Ok(table)
+    }
+
+    /// Sets the tail windows' bits (counted once, in `tail_windows`).
+    fn mark_tail(&self) {
+        let base = self.mmap.as_ptr() as usize;
+        for window in window_span(base, self.bloom.0, self.mmap.len() - self.bloom.0) {
+            let word = &self.windows[window / 64];
+            word.set(word.get() | 1 << (window % 64));
+        }
+    }
+
+    /// Counts the data windows `[offset, offset + len)` maps that were not mapped yet.
+    fn mark(&self, offset: usize, len: usize) {
+        for window in window_span(self.mmap.as_ptr() as usize, offset, len) {
+            let (word, bit) = (&self.windows[window / 64], 1u64 << (window % 64));
+            if word.get() & bit == 0 {
+                self.residency.touched();
+                word.set(word.get() | bit);
+            }
+        }
+    }
+
+    /// Unmaps the data region from the process (the pages stay in the page cache) and
+    /// returns how many data windows were marked.
+    pub(crate) fn release_data(&self) -> usize {
+        let marked: usize = self
+            .windows
+            .iter()
+            .map(|w| w.get().count_ones() as usize)
+            .sum();
+        let base = self.mmap.as_ptr() as usize;
+        let page = page_bytes();
+        // Up to the page holding the bloom filter's first byte; tails stay mapped.
+        let data_len = ((base + self.bloom.0) & !(page - 1)) - base;
+        if data_len > 0 {
+            // SAFETY: the mapping is a read-only MAP_SHARED view of a table file that is never
+            // written again, so MADV_DONTNEED only drops page-table entries: the next access
+            // maps the very same file bytes back (from the page cache or the disk). Borrowed
+            // slices into the range keep reading identical contents; nothing is zero-filled
+            // (that happens only to private and anonymous mappings).
+            #[allow(unsafe_code)]
+            let advised = unsafe {
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, data_len)
+            };
+            if let Err(error) = advised {
+                tracing::debug!(%error, path = %self.path.display(), "MADV_DONTNEED failed");
+            }
+        }
+        for word in &self.windows {
+            word.set(0);
+        }
+        self.mark_tail();
+        marked - self.tail_windows
     }
 
     /// The manifest's description of this table.
@@ -100,6 +184,7 @@ impl Table {
     fn block(&self, index: usize) -> Result<Block<'_>> {
         let handle = &self.index[index];
         let start = handle.offset as usize;
+        self.mark(start, handle.len as usize);
         let raw = &self.mmap[start..start + handle.len as usize];
         let (word, bit) = (&self.verified[index / 64], 1u64 << (index % 64));
         let corrupt = |detail: &str| Error::Corruption {
@@ -173,6 +258,26 @@ impl Table {
             failed: false,
         }
     }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        let marked: usize = self
+            .windows
+            .iter()
+            .map(|w| w.get().count_ones() as usize)
+            .sum();
+        self.residency
+            .forget(marked - self.tail_windows, self.tail_windows);
+    }
+}
+
+/// The kernel's page size.
+#[allow(unsafe_code)]
+fn page_bytes() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(1)
 }
 
 #[allow(unsafe_code)]

@@ -7,4 +7,5 @@ mod crash;
 mod enospc;
 mod group_commit;
 mod limits;
+mod memory;
 mod model;

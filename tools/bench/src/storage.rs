@@ -36,6 +36,9 @@ pub struct Args {
     /// Which engine to run: `both` runs each in a child process.
     #[arg(long, default_value = "both", value_parser = ["both", "starling", "fjall"])]
     pub engine: String,
+    /// starling's `Options::table_mapped_bytes_max` in MiB (table pages kept mapped).
+    #[arg(long, default_value_t = 64)]
+    pub table_mapped_mib: usize,
     /// Scratch directory on a real (O_DIRECT-capable) filesystem; emptied before and after.
     #[arg(long, default_value = "target/starling-bench-storage")]
     pub dir: PathBuf,
@@ -51,6 +54,12 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     write_amp: Option<f64>,
     rss_mib: u64,
+    /// Anonymous (heap) part of `rss_mib`.
+    #[serde(default)]
+    rss_anon_mib: u64,
+    /// File-backed part of `rss_mib` (mapped tables, binary).
+    #[serde(default)]
+    rss_file_mib: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     writes_per_sync: Option<f64>,
 }
@@ -105,6 +114,8 @@ fn run_child(args: &Args, engine: &str) -> anyhow::Result<Vec<Row>> {
         .arg(args.sync_ops.to_string())
         .arg("--sync-writers")
         .arg(args.sync_writers.to_string())
+        .arg("--table-mapped-mib")
+        .arg(args.table_mapped_mib.to_string())
         .arg("--dir")
         .arg(args.dir.join(engine))
         .stderr(Stdio::inherit())
@@ -137,7 +148,7 @@ fn print_table(rows: &[Row]) {
         }
     }
     println!(
-        "{:<12} {:>14} {:>14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "{:<12} {:>14} {:>14} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10}",
         "workload",
         "starling op/s",
         "fjall op/s",
@@ -145,6 +156,7 @@ fn print_table(rows: &[Row]) {
         "WA st",
         "WA fj",
         "RSS st",
+        "anon+file",
         "RSS fj",
         "wr/fsync"
     );
@@ -158,7 +170,7 @@ fn print_table(rows: &[Row]) {
             0.0
         };
         println!(
-            "{:<12} {:>14.0} {:>14.0} {:>7.2}x {:>9} {:>9} {:>8}M {:>8}M {:>10}",
+            "{:<12} {:>14.0} {:>14.0} {:>7.2}x {:>9} {:>9} {:>8}M {:>11} {:>8}M {:>10}",
             name,
             ops(*starling),
             ops(*fjall),
@@ -166,6 +178,10 @@ fn print_table(rows: &[Row]) {
             fmt_opt(starling.and_then(|r| r.write_amp)),
             fmt_opt(fjall.and_then(|r| r.write_amp)),
             starling.map_or(0, |r| r.rss_mib),
+            starling.map_or("-".to_string(), |r| format!(
+                "{}+{}",
+                r.rss_anon_mib, r.rss_file_mib
+            )),
             fjall.map_or(0, |r| r.rss_mib),
             fmt_opt(starling.and_then(|r| r.writes_per_sync)),
         );
@@ -191,11 +207,12 @@ fn value(rng: &mut SmallRng) -> Vec<u8> {
     value
 }
 
-fn rss_mib() -> u64 {
+/// A `/proc/self/status` field in MiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_mib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kib| kib / 1024)
 }
@@ -232,7 +249,9 @@ fn row(workload: &str, engine: &str, ops: u64, started: Instant) -> Row {
         engine: engine.into(),
         ops_per_sec: ops as f64 / started.elapsed().as_secs_f64().max(1e-9),
         write_amp: None,
-        rss_mib: rss_mib(),
+        rss_mib: status_mib("VmRSS"),
+        rss_anon_mib: status_mib("RssAnon"),
+        rss_file_mib: status_mib("RssFile"),
         writes_per_sync: None,
     }
 }
@@ -263,10 +282,11 @@ mod starling {
         }
     }
 
-    async fn open(dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
+    async fn open(args: &Args, dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
         fresh_dir(dir)?;
         let mut options = Options::new(dir);
         options.durability = durability;
+        options.table_mapped_bytes_max = args.table_mapped_mib << 20;
         Ok(Engine::open(options).await?)
     }
 
@@ -295,13 +315,13 @@ mod starling {
     async fn run_in_executor(args: &Args) -> anyhow::Result<Vec<Row>> {
         let mut rows = Vec::new();
         let dir = args.dir.join("seq");
-        let engine = open(&dir, Durability::None).await?;
+        let engine = open(args, &dir, Durability::None).await?;
         rows.push(fill(&engine, args, "fillseq", |i| i, 0).await?);
         engine.close().await?;
         fresh_dir(&dir)?;
 
         let dir = args.dir.join("random");
-        let engine = open(&dir, Durability::None).await?;
+        let engine = open(args, &dir, Durability::None).await?;
         let mut fill_row = fill(&engine, args, "fillrandom", scatter, 0).await?;
         fill_row.write_amp = Some(engine.stats().write_amplification);
         rows.push(fill_row);
@@ -315,9 +335,9 @@ mod starling {
         .await?;
         overwrite.write_amp = Some(engine.stats().write_amplification);
         rows.push(overwrite);
-        rows.push(reads(&engine, args, "readrandom", 0)?);
-        rows.push(reads(&engine, args, "readmissing", args.num)?);
-        rows.push(scans(&engine, args)?);
+        rows.push(reads(&engine, args, "readrandom", 0).await?);
+        rows.push(reads(&engine, args, "readmissing", args.num).await?);
+        rows.push(scans(&engine, args).await?);
         engine.close().await?;
         fresh_dir(&dir)?;
 
@@ -326,7 +346,15 @@ mod starling {
         Ok(rows)
     }
 
-    fn reads(engine: &Engine, args: &Args, workload: &str, offset: u64) -> anyhow::Result<Row> {
+    /// Reads never await, so the loops yield to the executor (when their time slice is up)
+    /// like a server's request loop does: background flush and compaction then get their
+    /// scheduled share, as fjall's background threads do during its read phases.
+    async fn reads(
+        engine: &Engine,
+        args: &Args,
+        workload: &str,
+        offset: u64,
+    ) -> anyhow::Result<Row> {
         let mut rng = SmallRng::seed_from_u64(7 + offset);
         let bar = progress(workload, ENGINE, args.num);
         let started = Instant::now();
@@ -334,6 +362,9 @@ mod starling {
         for i in 0..args.num {
             let index = offset + rng.random_range(0..args.num);
             found += u64::from(engine.get(&key(scatter(index)))?.is_some());
+            if i % 256 == 0 {
+                glommio::yield_if_needed().await;
+            }
             if i % 4096 == 0 {
                 bar.set_position(i);
             }
@@ -349,7 +380,7 @@ mod starling {
         Ok(row(workload, ENGINE, args.num, started))
     }
 
-    fn scans(engine: &Engine, args: &Args) -> anyhow::Result<Row> {
+    async fn scans(engine: &Engine, args: &Args) -> anyhow::Result<Row> {
         let ops = (args.num / 10).max(1);
         let mut rng = SmallRng::seed_from_u64(11);
         let bar = progress("scanprefix", ENGINE, ops);
@@ -359,6 +390,9 @@ mod starling {
             let hits = engine.scan(&probe[..PREFIX_BYTES], None, SCAN_LIMIT)?;
             if hits.is_empty() {
                 bail!("scanprefix: no key under an existing prefix");
+            }
+            if i % 64 == 0 {
+                glommio::yield_if_needed().await;
             }
             if i % 1024 == 0 {
                 bar.set_position(i);
@@ -370,7 +404,7 @@ mod starling {
 
     async fn fillsync(args: &Args) -> anyhow::Result<Row> {
         let dir = args.dir.join("sync");
-        let engine = Rc::new(open(&dir, Durability::Sync).await?);
+        let engine = Rc::new(open(args, &dir, Durability::Sync).await?);
         let ops = args.sync_ops.min(args.num);
         let writers = args.sync_writers.max(1);
         let bar = progress("fillsync", ENGINE, ops);
