@@ -24,7 +24,7 @@ fn sealed(kind: Kind, body: &[u8]) -> Vec<u8> {
 #[test]
 fn header_is_42_bytes() {
     assert_eq!(HEADER_BYTES, 42);
-    assert_eq!(BODY_BYTES_MAX, 1_400 - 42 - 32);
+    assert_eq!(BODY_BYTES_MAX, 1_400 - 42 - 16);
 }
 
 proptest! {
@@ -104,7 +104,9 @@ fn rejects_wrong_cluster_magic_version_and_kind() {
     bad[2] = PROTOCOL_VERSION + 1;
     assert_eq!(
         open(CLUSTER, &keyring(), &bad),
-        Err(WireError::BadVersion { found: 2 })
+        Err(WireError::BadVersion {
+            found: PROTOCOL_VERSION + 1
+        })
     );
     let mut bad = datagram.clone();
     bad[3] = 0xA0;

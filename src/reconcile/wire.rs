@@ -12,8 +12,9 @@ use super::sketch::LEAF_POINTS;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// The largest encoded message: the body of one gossip datagram (1,400 bytes − 42 header − 32
-/// MAC), so a message travels in one UDP datagram on a 1,500-byte MTU path.
+/// The largest encoded message: it fits the body of one gossip datagram (at most 1,400 − 42
+/// header − 16 MAC = 1,342 bytes), so a message travels in one UDP datagram on a 1,500-byte
+/// MTU path.
 pub const MESSAGE_BYTES_MAX: usize = 1326;
 
 /// Deepest range level: leaves are level 7, below that ranges are cut from a leaf's elements.

@@ -14,8 +14,9 @@ use super::types::{Entry, Version};
 
 /// Largest datagram (header + body + MAC) the gossip layer sends.
 pub const DATAGRAM_BYTES_MAX: usize = 1_400;
-/// Bytes the gossip wire layer adds around a body: a 42-byte header and a 32-byte MAC.
-pub const DATAGRAM_OVERHEAD_BYTES: usize = 42 + 32;
+/// Bytes the gossip wire layer adds around a body: a 42-byte header and a 16-byte MAC.
+pub const DATAGRAM_OVERHEAD_BYTES: usize =
+    crate::gossip::wire::HEADER_BYTES + crate::gossip::wire::MAC_BYTES;
 /// Largest replication message body that fits in one datagram.
 pub const BODY_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - DATAGRAM_OVERHEAD_BYTES;
 /// Largest key the data model allows (DESIGN §2).
