@@ -1,11 +1,24 @@
-//! The WAL writer task: group commit over preallocated `O_DIRECT` segments.
+//! The WAL writer task: pipelined group commit over preallocated `O_DIRECT` segments.
 //!
 //! `apply` appends encoded records to the *open* chunk and gets its id as a ticket. The writer
-//! seals the open chunk, writes it (rewriting the partial last 4 KiB block, since `O_DIRECT`
-//! writes must be aligned) and, in `Durability::Sync`, fdatasyncs; then every ticket up to that
-//! id resolves. Writes that arrive meanwhile accumulate in the next open chunk: that is the
-//! group commit. A failed write fails its tickets (`DiskFull` on ENOSPC), keeps the bytes and
-//! retries them first on the next round, so the log never has holes and the engine stays usable.
+//! seals the open chunk and writes it (rewriting the partial last 4 KiB block, since `O_DIRECT`
+//! writes must be aligned). In `Durability::Sync` it then starts an fdatasync in its own task
+//! and goes straight on with the next chunk: up to [`SYNCS_IN_FLIGHT_MAX`] fdatasyncs overlap.
+//! Writes are strictly sequential, so a sync started after write *n* completed covers every
+//! chunk up to *n*; when it returns, every ticket up to that chunk resolves (syncs may finish
+//! in any order: the newest covering one wins). Overlapping syncs matter on virtual disks where
+//! one fdatasync's latency is mostly waiting, not device work (dev VM, plain C loop: 1 sync at a
+//! time ≈ 4 ms each, 4 at once ≈ 1.1–1.5 ms each). Through the node, 2 in flight beat 1 and 4
+//! (4 split the group commit into too many small syncs: SET −30 %). Writes that arrive meanwhile
+//! accumulate in the next open chunk: that is the group commit.
+//!
+//! A failed write fails its tickets (`DiskFull` on ENOSPC), keeps the bytes and retries them
+//! first on the next round, so the log never has holes and the engine stays usable. A failed
+//! sync does the same for every written chunk not yet covered by a successful sync; syncs that
+//! were in flight with it do not count (after a failed fdatasync, a later one proves nothing
+//! about earlier writes). **Invariant:** a ticket resolves `Ok` only after an fdatasync that
+//! was started after its bytes were written returned success (or, in `Durability::None`, after
+//! the write).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +40,8 @@ const WRITE_BYTES_MAX: usize = 8 << 20;
 pub const LAZY_CHUNK_BYTES: usize = 1 << 20;
 /// Failed-ticket outcomes kept for waiters.
 const FAILED_KEPT: usize = 4096;
+/// Most fdatasyncs of one WAL in flight at once (2 measured best; see the module docs).
+pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
 
 /// The file name of segment `number`.
 pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -61,6 +76,15 @@ pub struct WalQueue {
     stalled: bool,
     closing: bool,
     stopped: bool,
+    /// Written chunks no successful sync covers yet, with their write sequence number (bytes
+    /// kept for a retry if the sync fails).
+    unsynced: VecDeque<(u64, Chunk)>,
+    /// Sequence number of the newest completed write.
+    write_seq: u64,
+    /// fdatasyncs running now.
+    syncs_in_flight: usize,
+    /// A sync failed; set until the writer has failed the unsynced chunks.
+    sync_error: Option<Error>,
 }
 
 impl Default for WalQueue {
@@ -76,6 +100,10 @@ impl Default for WalQueue {
             stalled: false,
             closing: false,
             stopped: false,
+            unsynced: VecDeque::new(),
+            write_seq: 0,
+            syncs_in_flight: 0,
+            sync_error: None,
         }
     }
 }
@@ -157,6 +185,35 @@ impl WalQueue {
         }
     }
 
+    /// Records a written group that still needs a sync; returns its write sequence number.
+    fn written(&mut self, group: Vec<Chunk>) -> u64 {
+        self.write_seq += 1;
+        for chunk in group {
+            self.unsynced.push_back((self.write_seq, chunk));
+        }
+        self.write_seq
+    }
+
+    /// A sync started after write `seq` succeeded: everything up to it is durable. Returns the
+    /// apply batches that became durable.
+    fn synced(&mut self, seq: u64) -> u64 {
+        let mut batches = 0;
+        while self.unsynced.front().is_some_and(|(s, _)| *s <= seq) {
+            let Some((_, chunk)) = self.unsynced.pop_front() else {
+                break;
+            };
+            self.done_id = self.done_id.max(chunk.id);
+            batches += chunk.batches;
+        }
+        batches
+    }
+
+    /// Whether the writer may take another group now.
+    fn may_write(&self, durability: Durability) -> bool {
+        self.sync_error.is_some()
+            || (self.has_work(durability) && self.syncs_in_flight < SYNCS_IN_FLIGHT_MAX)
+    }
+
     /// Fails `group` and everything queued behind it; keeps the bytes for a retry.
     fn fail(&mut self, group: Vec<Chunk>, error: &Error) {
         if !self.open.bytes.is_empty() {
@@ -192,7 +249,8 @@ pub struct WalShared {
 
 /// An open segment and the write position in it.
 pub struct Segment {
-    file: DmaFile,
+    /// Shared with the sync tasks in flight.
+    file: Rc<DmaFile>,
     path: PathBuf,
     offset: u64,
     tail: Vec<u8>,
@@ -220,7 +278,7 @@ impl Segment {
         }
         crate::manifest::sync_dir(dir)?;
         Ok(Segment {
-            file,
+            file: Rc::new(file),
             path,
             offset: 0,
             tail: Vec::new(),
@@ -282,7 +340,11 @@ impl Segment {
     }
 
     async fn close(self) {
-        let _ = self.file.close().await;
+        // The sync tasks hold clones only while a sync runs; the writer closes a segment only
+        // after they drained, so this is the last handle.
+        if let Ok(file) = Rc::try_unwrap(self.file) {
+            let _ = file.close().await;
+        }
     }
 }
 
@@ -310,8 +372,12 @@ impl WalWriter {
             let shared = Rc::clone(&self.shared);
             shared
                 .work
-                .wait_for(|| shared.queue.borrow().has_work(durability).then_some(()))
+                .wait_for(|| shared.queue.borrow().may_write(durability).then_some(()))
                 .await;
+            if self.shared.queue.borrow().sync_error.is_some() {
+                self.fail_unsynced().await;
+                continue;
+            }
             let (group, closing) = {
                 let mut queue = self.shared.queue.borrow_mut();
                 queue.stalled = false;
@@ -323,56 +389,246 @@ impl WalWriter {
                 }
                 continue;
             }
-            let mut group = group;
-            let result = self.write_group(&mut group, closing).await;
-            {
-                let mut queue = self.shared.queue.borrow_mut();
-                match &result {
-                    Ok(()) => queue.complete(&group),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "WAL write failed; the affected writes return an error");
-                        queue.fail(group, e);
-                    }
-                }
-            }
+            let failed = self.write_group(group, closing).await.is_err();
             self.shared.progress.notify_all();
-            if closing && result.is_err() {
+            if closing && failed {
                 break;
             }
         }
-        let _ = self.segment.sync().await;
-        self.shared.queue.borrow_mut().stopped = true;
+        self.drain_syncs().await;
+        let synced = self.segment.sync().await;
+        {
+            let mut queue = self.shared.queue.borrow_mut();
+            if synced.is_ok() && queue.sync_error.is_none() {
+                let seq = queue.write_seq;
+                queue.synced(seq);
+            }
+            queue.stopped = true;
+        }
         self.shared.progress.notify_all();
         self.segment.close().await;
     }
 
-    async fn write_group(&mut self, group: &mut [Chunk], closing: bool) -> Result<()> {
+    /// Writes one group; in `Durability::Sync` (or while closing) starts its sync. A group that
+    /// ends a segment is synced here and the next segment is opened.
+    async fn write_group(&mut self, mut group: Vec<Chunk>, closing: bool) -> Result<()> {
         let mut bytes = Vec::new();
-        for chunk in group.iter() {
+        for chunk in &group {
             bytes.extend_from_slice(&chunk.bytes);
         }
         if !bytes.is_empty() {
-            let physical = self.segment.write(&bytes).await?;
-            add(&self.counters.bytes_written_wal, physical);
-            if self.durability == Durability::Sync || closing {
-                self.segment.sync().await?;
-                add(&self.counters.syncs, 1);
-                add(
-                    &self.counters.writes_synced,
-                    group.iter().map(|c| c.batches).sum(),
-                );
-            }
-            // Written: a failed roll below must retry only the roll, not these bytes.
-            for chunk in group.iter_mut() {
-                chunk.bytes.clear();
+            match self.segment.write(&bytes).await {
+                Ok(physical) => add(&self.counters.bytes_written_wal, physical),
+                Err(e) => {
+                    // Settle the syncs in flight first: a failure must not mark a ticket done
+                    // (`fail` raises `done_id`) while an earlier one still waits for its sync.
+                    self.drain_syncs().await;
+                    let mut retry: Vec<Chunk> = {
+                        let mut queue = self.shared.queue.borrow_mut();
+                        queue.sync_error = None;
+                        queue.unsynced.drain(..).map(|(_, c)| c).collect()
+                    };
+                    retry.extend(group);
+                    self.fail(retry, &e);
+                    return Err(e);
+                }
             }
         }
-        if let Some(number) = group.last().and_then(|c| c.roll_to) {
-            self.segment.sync().await?;
-            let next = Segment::create(&self.dir, number, self.segment_bytes).await?;
-            let old = std::mem::replace(&mut self.segment, next);
-            old.close().await;
+        let roll = group.last().and_then(|c| c.roll_to);
+        let needs_sync = self.durability == Durability::Sync || closing || roll.is_some();
+        if !needs_sync {
+            let mut queue = self.shared.queue.borrow_mut();
+            queue.complete(&group);
+            return Ok(());
         }
-        Ok(())
+        if roll.is_none() {
+            let seq = self.shared.queue.borrow_mut().written(group);
+            self.start_sync(seq);
+            return Ok(());
+        }
+        // Rolls are rare (one per memtable): sync the old segment in line.
+        for chunk in &mut group {
+            chunk.roll_to = None;
+        }
+        let seq = self.shared.queue.borrow_mut().written(group);
+        self.drain_syncs().await;
+        if self.shared.queue.borrow().sync_error.is_some() {
+            return Err(self.fail_unsynced_then(roll).await);
+        }
+        if let Err(e) = self.segment.sync().await {
+            self.shared.queue.borrow_mut().sync_error = Some(e.duplicate());
+            self.fail_unsynced_then(roll).await;
+            return Err(e);
+        }
+        let batches = self.shared.queue.borrow_mut().synced(seq);
+        self.count_sync(batches);
+        self.shared.progress.notify_all();
+        let number = roll.unwrap_or_default();
+        match Segment::create(&self.dir, number, self.segment_bytes).await {
+            Ok(next) => {
+                let old = std::mem::replace(&mut self.segment, next);
+                old.close().await;
+                Ok(())
+            }
+            Err(e) => {
+                // Only the roll is retried: the bytes are durable.
+                let retry = Chunk {
+                    roll_to: roll,
+                    ..Chunk::default()
+                };
+                self.fail(vec![retry], &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn fail(&self, group: Vec<Chunk>, error: &Error) {
+        tracing::warn!(error = %error, "WAL write failed; the affected writes return an error");
+        self.shared.queue.borrow_mut().fail(group, error);
+    }
+
+    fn count_sync(&self, batches: u64) {
+        add(&self.counters.syncs, 1);
+        add(&self.counters.writes_synced, batches);
+    }
+
+    /// Starts an fdatasync that covers every write up to `seq`, in its own task.
+    fn start_sync(&self, seq: u64) {
+        let file = Rc::clone(&self.segment.file);
+        let path = self.segment.path.clone();
+        let shared = Rc::clone(&self.shared);
+        let counters = Rc::clone(&self.counters);
+        shared.queue.borrow_mut().syncs_in_flight += 1;
+        glommio::spawn_local(async move {
+            let result = file
+                .fdatasync()
+                .await
+                .map_err(|e| Error::glommio(format!("syncing WAL {}", path.display()), e));
+            {
+                let mut queue = shared.queue.borrow_mut();
+                queue.syncs_in_flight -= 1;
+                match result {
+                    Ok(()) if queue.sync_error.is_none() => {
+                        let batches = queue.synced(seq);
+                        add(&counters.syncs, 1);
+                        add(&counters.writes_synced, batches);
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        queue.sync_error.get_or_insert(e);
+                    }
+                }
+            }
+            shared.progress.notify_all();
+            shared.work.notify_all();
+        })
+        .detach();
+    }
+
+    /// Waits until no sync task runs.
+    async fn drain_syncs(&self) {
+        let shared = Rc::clone(&self.shared);
+        shared
+            .work
+            .wait_for(|| (shared.queue.borrow().syncs_in_flight == 0).then_some(()))
+            .await;
+    }
+
+    /// After a failed sync: once the other syncs drained, fails every unsynced chunk and queues
+    /// its bytes for a retry.
+    async fn fail_unsynced(&mut self) {
+        self.fail_unsynced_then(None).await;
+    }
+
+    /// Like [`Self::fail_unsynced`]; `roll` is put back on the last retried chunk. Returns the
+    /// sync error.
+    async fn fail_unsynced_then(&mut self, roll: Option<u64>) -> Error {
+        self.drain_syncs().await;
+        let (error, mut chunks) = {
+            let mut queue = self.shared.queue.borrow_mut();
+            let error = queue.sync_error.take().unwrap_or(Error::Closed);
+            let chunks: Vec<Chunk> = queue.unsynced.drain(..).map(|(_, c)| c).collect();
+            (error, chunks)
+        };
+        if let Some(last) = chunks.last_mut() {
+            last.roll_to = last.roll_to.or(roll);
+        }
+        self.fail(chunks, &error);
+        self.shared.progress.notify_all();
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_with_chunks(count: usize) -> WalQueue {
+        let mut queue = WalQueue::default();
+        for _ in 0..count {
+            queue.append_with(|out| out.extend_from_slice(b"record"));
+            queue.seal(None);
+        }
+        queue
+    }
+
+    #[test]
+    fn a_ticket_resolves_only_after_a_sync_that_covers_its_write() {
+        let mut queue = queue_with_chunks(2);
+        let first = queue.take_group();
+        assert_eq!(first.len(), 2, "both sealed chunks form one group");
+        let seq = queue.written(first);
+        assert!(queue.outcome(1).is_none(), "written but not synced");
+        assert!(queue.outcome(2).is_none());
+        queue.append_with(|out| out.extend_from_slice(b"later"));
+        let second = queue.take_group();
+        let later = queue.written(second);
+        assert_eq!(queue.synced(seq), 2, "two apply batches became durable");
+        assert!(matches!(queue.outcome(2), Some(Ok(()))));
+        assert!(
+            queue.outcome(3).is_none(),
+            "a sync started before write 3 does not cover it"
+        );
+        queue.synced(later);
+        assert!(matches!(queue.outcome(3), Some(Ok(()))));
+    }
+
+    #[test]
+    fn syncs_finishing_out_of_order_resolve_everything_the_newest_covers() {
+        let mut queue = WalQueue::default();
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            queue.append_with(|out| out.extend_from_slice(b"record"));
+            let group = queue.take_group();
+            seqs.push(queue.written(group));
+        }
+        assert_eq!(
+            queue.synced(seqs[2]),
+            3,
+            "the newest sync covers all three writes"
+        );
+        assert_eq!(
+            queue.synced(seqs[0]),
+            0,
+            "an older sync finishing later adds nothing"
+        );
+        assert!(queue.unsynced.is_empty());
+        assert!(matches!(queue.outcome(3), Some(Ok(()))));
+    }
+
+    #[test]
+    fn the_writer_waits_while_the_syncs_in_flight_are_at_the_limit() {
+        let mut queue = queue_with_chunks(0);
+        queue.append_with(|out| out.extend_from_slice(b"record"));
+        queue.syncs_in_flight = SYNCS_IN_FLIGHT_MAX;
+        assert!(!queue.may_write(Durability::Sync));
+        queue.syncs_in_flight -= 1;
+        assert!(queue.may_write(Durability::Sync));
+        queue.sync_error = Some(Error::Closed);
+        queue.syncs_in_flight = SYNCS_IN_FLIGHT_MAX;
+        assert!(
+            queue.may_write(Durability::Sync),
+            "a failed sync is handled at once"
+        );
     }
 }
