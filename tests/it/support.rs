@@ -96,7 +96,9 @@ impl Node {
                 node.child = None;
                 return Err(format!("exited with {status}:\n{}", node.log_text()));
             }
-            if node.ping_raw() {
+            // Shards start in parallel: a client port answering (any shard) does not mean that
+            // shard 0 has bound the admin port yet, so wait for both.
+            if node.ping_raw() && TcpStream::connect(node.admin_addr()).is_ok() {
                 return Ok(node);
             }
             assert!(
