@@ -3,7 +3,10 @@
 //! The hot loop of every sketch insert (RECONCILE.md §8). Lanes run across the sample points
 //! and the batch of elements is the outer loop, so each block of values stays in registers for
 //! the whole batch. AVX2 and AVX-512F only multiply 32×32→64 bits per lane, so one 61×61-bit
-//! product is four such multiplies, folded with 2^64 ≡ 8 and 2^61 ≡ 1 (mod p).
+//! product is four such multiplies, folded with 2^64 ≡ 8 and 2^61 ≡ 1 (mod p). At the sample
+//! points (all below 256) the AVX2 kernel multiplies four factors at once: the batch is taken
+//! in quads, each expanded to z⁴ + c3 z³ + c2 z² + c1 z + c0, whose terms are cheap because
+//! every power of z fits 32 bits.
 //! **Invariant:** every kernel returns exactly what [`Kernel::Scalar`] returns (canonical
 //! values); the property tests check this against u128 arithmetic, edge values included.
 //! IFMA (52-bit multiplies) is deliberately not used: it needs a field below 2^52, where
