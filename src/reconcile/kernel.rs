@@ -114,11 +114,8 @@ mod x86 {
         let body = values.len() / 4 * 4;
         let (body_values, body_points) = (&mut values[..body], &points[..body]);
         // Tiny points (the sample points 1..=128 always are): four factors per product.
-        let quads = if body_points.iter().all(|&z| z < TINY_POINT_LIMIT) {
-            xs.len() / 4 * 4
-        } else {
-            0
-        };
+        let tiny = body_points.iter().all(|&z| z < TINY_POINT_LIMIT);
+        let quads = if tiny { xs.len() / 4 * 4 } else { 0 };
         // SAFETY: AVX2 is present (asserted above) and `body <= values.len() == points.len()`.
         #[allow(unsafe_code)]
         unsafe {
@@ -128,7 +125,7 @@ mod x86 {
                 avx2_quads(body_values, body_points, &coefficients);
             }
             let rest = &xs[quads..];
-            if body_points.iter().all(|&z| z < SMALL_POINT_LIMIT) {
+            if tiny || body_points.iter().all(|&z| z < SMALL_POINT_LIMIT) {
                 avx2_body::<true>(body_values, body_points, rest);
             } else {
                 avx2_body::<false>(body_values, body_points, rest);

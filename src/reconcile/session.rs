@@ -903,14 +903,7 @@ impl Responder {
             Vec::new()
         };
         self.awaiting += requests.iter().map(|r| r.span as usize).sum::<usize>();
-        let mut out: Vec<Message> = wire::pack(requests)
-            .into_iter()
-            .map(|items| Message::Request {
-                session,
-                partition,
-                items,
-            })
-            .collect();
+        let mut out = self.request_messages(requests);
         let settled = self.nodes.values().all(|n| n.status != Status::Active);
         // Resolves wait for the end: packed together they fill whole messages (one header per
         // ~1,300 bytes instead of one per round), and the initiator acts on them only at
@@ -956,13 +949,24 @@ impl Responder {
         out
     }
 
+    /// Request items packed into as few messages as fit.
+    fn request_messages(&self, items: Vec<RequestItem>) -> Vec<Message> {
+        wire::pack(items)
+            .into_iter()
+            .map(|items| Message::Request {
+                session: self.session,
+                partition: self.partition,
+                items,
+            })
+            .collect()
+    }
+
     /// Messages to resend after a timeout: outstanding requests, unacknowledged resolves and
     /// the `Finish` until it is acknowledged.
     pub fn on_timeout(&mut self) -> Vec<Message> {
         if self.finish_acked {
             return Vec::new();
         }
-        let (session, partition) = (self.session, self.partition);
         let mut items = Vec::new();
         for (&id, node) in &self.nodes {
             let missing = node.missing();
@@ -980,14 +984,7 @@ impl Responder {
         // Everything wanted and not known is asked for again, held-back requests included.
         self.requests.clear();
         self.awaiting = items.len();
-        let mut out: Vec<Message> = wire::pack(items)
-            .into_iter()
-            .map(|items| Message::Request {
-                session,
-                partition,
-                items,
-            })
-            .collect();
+        let mut out = self.request_messages(items);
         out.extend(self.finish.clone());
         out
     }

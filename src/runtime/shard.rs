@@ -293,18 +293,7 @@ impl Shard {
             return None;
         }
         let engine = self.engine()?;
-        let results = ops
-            .iter()
-            .map(|op| match op {
-                Op::Get(key) => match engine.get(key) {
-                    Ok(entry) => OpResult::Value(entry.and_then(|e| e.value)),
-                    Err(error) => OpResult::Error(format!("ERR {error}")),
-                },
-                Op::Exists(key) => live(&engine, key),
-                _ => unreachable!("checked above: only reads"),
-            })
-            .collect();
-        Some(results)
+        ops.iter().map(|op| read(&engine, op)).collect()
     }
 
     /// Sends a response without awaiting; only a full channel defers it to a task (the mesh
@@ -365,12 +354,12 @@ impl Shard {
         };
         let mut deleted: HashSet<Vec<u8>> = HashSet::new();
         for op in ops {
+            if let Some(result) = read(&engine, &op) {
+                results.push(result);
+                continue;
+            }
             let result = match op {
-                Op::Get(key) => match engine.get(&key) {
-                    Ok(entry) => OpResult::Value(entry.and_then(|e| e.value)),
-                    Err(error) => OpResult::Error(format!("ERR {error}")),
-                },
-                Op::Exists(key) => live(&engine, &key),
+                Op::Get(_) | Op::Exists(_) => unreachable!("answered by `read` above"),
                 Op::Put(key, value) => {
                     writes.push(
                         Entry {
@@ -438,6 +427,18 @@ impl Shard {
         }
         results
     }
+}
+
+/// The answer to a read (`GET`, `EXISTS`); `None` for any other op.
+fn read(engine: &Engine, op: &Op) -> Option<OpResult> {
+    Some(match op {
+        Op::Get(key) => match engine.get(key) {
+            Ok(entry) => OpResult::Value(entry.and_then(|e| e.value)),
+            Err(error) => OpResult::Error(format!("ERR {error}")),
+        },
+        Op::Exists(key) => live(engine, key),
+        _ => return None,
+    })
 }
 
 fn live(engine: &Engine, key: &[u8]) -> OpResult {
