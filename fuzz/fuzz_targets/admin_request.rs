@@ -1,6 +1,7 @@
 //! Fuzz the admin HTTP request head parser (`api::admin::parse_request`): never panics; a head
 //! without the blank line is "incomplete" below the size limit and an error at it; a parsed GET
-//! path carries no query string; every error is a 4xx response whose bytes are well formed.
+//! path carries no query string (a POST target keeps it); every error is a 4xx response whose
+//! bytes are well formed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(terminated);
             assert!(!path.contains('?'), "query string left in {path:?}");
             assert!(path.len() <= data.len());
+        }
+        Ok(Some(Request::Post(target))) => {
+            assert!(terminated);
+            assert!(target.len() <= data.len());
         }
         Ok(Some(Request::OtherMethod)) => assert!(terminated),
         Err(response) => {

@@ -1,11 +1,11 @@
 //! Fuzz the replication message decoder (`replication::wire::Message::decode`): first byte =
 //! kind, rest = body. Decoding never panics; a decoded message has the kind it was decoded as,
 //! re-encodes to exactly the input body (the encoding is canonical), and its size accounting
-//! (`encoded_len`) matches the bytes.
+//! (`rumor_len`, `encoded_len`) matches the bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use starling::replication::wire::{Message, WireEntry};
+use starling::replication::wire::{Message, WireEntry, rumor_len};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else {
@@ -23,8 +23,7 @@ fuzz_target!(|data: &[u8]| {
     match &message {
         Message::Rumor(delegations) => {
             assert!(!delegations.is_empty() || body == [0]);
-            let total: usize = delegations.iter().map(|d| d.encoded_len()).sum();
-            assert_eq!(1 + total, body.len(), "delegation encoded_len is off");
+            assert_eq!(rumor_len(delegations), body.len(), "rumor_len is off");
             for delegation in delegations {
                 assert!(!delegation.entries.is_empty());
                 check_entries(&delegation.entries);

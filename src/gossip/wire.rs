@@ -39,7 +39,7 @@ pub const BODY_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - HEADER_BYTES - MAC_BYTES;
 /// First bytes of every datagram.
 pub const MAGIC: [u8; 2] = *b"SG";
 /// Wire protocol version; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Keys a keyring holds at most (rotation needs two, three leaves slack).
 pub const KEYS_MAX: usize = 8;
 /// Context string for deriving MAC keys from cluster keys (never reuse it elsewhere).

@@ -8,10 +8,21 @@
 //! randomness is a `SmallRng` seeded by the caller.
 //!
 //! Path of a client `SET` (after the runtime's local group commit): [`Replicator::write`] →
-//! next tick: packed into a batch and held with the whole ring as its arc →
-//! `Dissemination::tick` splits the arc among `fanout` children → `Action::Send` (RUMOR) →
-//! a child's [`Replicator::receive`] → `Action::Apply` of the newer entries → [`Replicator::applied`]
+//! `write_linger_ms` later ([`Replicator::flush`]): packed into a batch, the whole ring split
+//! among `fanout` children (`Dissemination`) → `Action::Send` (RUMOR) → a child's
+//! [`Replicator::receive`] → `Action::Apply` of the newer entries → [`Replicator::applied`]
 //! (durable) → RUMOR_ACK to the parent and the child holds the batch for its own arc.
+//!
+//! **Lingering.** The broadcast tree is the same for every batch (see `dissemination`), so a
+//! node talks to the same few peers over and over. Sends wait in per-peer outboxes and leave
+//! together in one datagram: a batch that came straight from its writer waits up to
+//! `linger_ms` (the writer's first hops are where the streams of all writers merge), deeper
+//! hops pass on at once the groups they received together, and hop acks for one parent wait
+//! up to `ack_linger_ms` and leave as one RUMOR_ACK. This costs ~`linger_ms` of latency per
+//! write, not per hop, and at 20 writes a second cuts the datagrams per update ~3-fold
+//! (figures: `starling-sim`). The caller must call [`Replicator::flush`] by
+//! [`Replicator::next_deadline_ms`] (the runtime checks every 10 ms, the simulator schedules
+//! an event).
 //!
 //! **Invariants:** an entry is handed to storage only if it is newer than the stored version
 //! at receive time (storage re-checks); a hop ack is sent only after the batch is durable;
@@ -28,12 +39,16 @@ use super::dissemination::{Dissemination, DisseminationConfig};
 use super::store::Store;
 use super::types::{Entry, NodeId, Peer, PeerInfo, partition_of, ring_position};
 use super::wire::{
-    Arc, BODY_BYTES_MAX, DELEGATION_HEADER_BYTES, DecodeError, Delegation, Message, Payload,
-    WireEntry,
+    BODY_BYTES_MAX, DELEGATION_ENTRIES_MAX, DELEGATION_HEADER_BYTES, DecodeError, Delegation,
+    Message, Payload, WireEntry, rumor_len,
 };
 
 /// Largest inline entry in a rumor: one delegation with one entry must fit a body.
 pub const RUMOR_ENTRY_BYTES_MAX: usize = BODY_BYTES_MAX - 1 - DELEGATION_HEADER_BYTES;
+/// Delegations in one RUMOR body at most (its count is one byte).
+const RUMOR_DELEGATIONS_MAX: usize = u8::MAX as usize;
+/// Batch ids in one RUMOR_ACK body at most (2-byte count + 8 bytes each, within the body).
+const RUMOR_ACK_BATCHES_MAX: usize = (BODY_BYTES_MAX - 2) / 8;
 
 /// Configuration of one shard's replicator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,6 +194,13 @@ pub struct Stats {
     pub writes_timed_out: u64,
 }
 
+/// Items for one peer and when they must leave.
+#[derive(Debug)]
+struct Outbox<T = Delegation> {
+    due_ms: u64,
+    items: Vec<T>,
+}
+
 #[derive(Debug)]
 struct LocalWrite {
     entry: Entry,
@@ -218,6 +240,12 @@ pub struct Replicator {
     rng: SmallRng,
     dissemination: Dissemination,
     fresh: Vec<LocalWrite>,
+    /// When `fresh` must be turned into batches (`write_linger_ms` after the first write).
+    fresh_due_ms: Option<u64>,
+    /// Delegations per child, waiting to share a datagram.
+    outbox: BTreeMap<Peer, Outbox>,
+    /// Hop acks per parent, waiting to share a datagram.
+    acks_out: BTreeMap<Peer, Outbox<u64>>,
     waits: Vec<Wait>,
     pending: BTreeMap<u64, Pending>,
     token_next: u64,
@@ -253,6 +281,9 @@ impl Replicator {
             rng: SmallRng::seed_from_u64(seed),
             dissemination,
             fresh: Vec::new(),
+            fresh_due_ms: None,
+            outbox: BTreeMap::new(),
+            acks_out: BTreeMap::new(),
             waits: Vec::new(),
             pending: BTreeMap::new(),
             token_next: 0,
@@ -286,7 +317,8 @@ impl Replicator {
         partition % self.config.shards == self.config.shard
     }
 
-    /// A client write that is already durable locally: disseminate it from the next tick on.
+    /// A client write that is already durable locally: disseminated from
+    /// [`Replicator::flush`] `write_linger_ms` later (or the next tick, if sooner).
     pub fn write(&mut self, now_ms: u64, entry: Entry, ack: Ack) {
         assert!(
             self.owns(partition_of(&entry.key, self.config.partitions)),
@@ -295,18 +327,48 @@ impl Replicator {
         if let Ack::Peers { peers, .. } = ack {
             assert!(peers >= 1, "ack = peers:k needs k >= 1");
         }
-        let _ = now_ms;
         self.sessions.observe(self.config.partitions, &entry);
         self.fresh.push(LocalWrite { entry, ack });
+        let due_ms = now_ms + self.config.dissemination.write_linger_ms;
+        self.fresh_due_ms = Some(self.fresh_due_ms.map_or(due_ms, |due| due.min(due_ms)));
+    }
+
+    /// When [`Replicator::flush`] must be called next (`None`: nothing is waiting).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let outboxes = self.outbox.values().map(|o| o.due_ms);
+        let acks = self.acks_out.values().map(|o| o.due_ms);
+        let retransmit = self.dissemination.next_retransmit_ms();
+        (self.fresh_due_ms.into_iter().chain(retransmit))
+            .chain(outboxes)
+            .chain(acks)
+            .min()
+    }
+
+    /// Sends what has lingered long enough: fresh writes become batches split among the
+    /// first children, unacked sends are repeated (without lingering again: they are late
+    /// already), and due outboxes and acks leave as datagrams.
+    pub fn flush(&mut self, now_ms: u64, context: Context<'_>) {
+        if self.fresh_due_ms.is_some_and(|due| due <= now_ms) {
+            for batch in self.start_batches(now_ms) {
+                let sends = self
+                    .dissemination
+                    .forward_now(now_ms, batch, context.view, self.me);
+                self.queue_rumors(now_ms, 0, sends);
+            }
+        }
+        if (self.dissemination.next_retransmit_ms()).is_some_and(|due| due <= now_ms) {
+            let sends = self.dissemination.tick(now_ms, context.view, self.me);
+            self.queue_rumors(now_ms, 0, sends);
+        }
+        self.send_due(now_ms);
     }
 
     /// The periodic step: new batches, forwarding, retransmits, ack timeouts, anti-entropy.
     pub fn tick(&mut self, now_ms: u64, context: Context<'_>) {
         self.start_batches(now_ms);
-        let sends = self
-            .dissemination
-            .tick(now_ms, context.view, self.me, &mut self.rng);
-        self.pack_rumors(sends);
+        let sends = self.dissemination.tick(now_ms, context.view, self.me);
+        self.queue_rumors(now_ms, 0, sends);
+        self.send_due(now_ms);
         self.expire_waits(now_ms);
         for (peer, body) in self.sessions.tick(now_ms) {
             self.actions.push(Action::Send {
@@ -318,13 +380,10 @@ impl Replicator {
         self.anti_entropy_tick(now_ms, context);
     }
 
-    fn start_batches(&mut self, now_ms: u64) {
-        // Everyone but us: the ring minus our own position.
-        let position = ring_position(self.me);
-        let whole_ring = Arc {
-            lo: position.wrapping_add(1),
-            hi: position,
-        };
+    /// Turns the fresh writes into batches this node originates; returns their ids.
+    fn start_batches(&mut self, now_ms: u64) -> Vec<u64> {
+        self.fresh_due_ms = None;
+        let mut started = Vec::new();
         let mut shared: Vec<WireEntry> = Vec::new();
         let mut shared_bytes = 0;
         for write in std::mem::take(&mut self.fresh) {
@@ -342,7 +401,8 @@ impl Replicator {
             {
                 // Its own batch, so a batch ack means exactly this write.
                 let batch = self.rng.random::<u64>();
-                self.dissemination.hold(batch, whole_ring, vec![wire]);
+                self.dissemination.originate(batch, vec![wire]);
+                started.push(batch);
                 let deadline_ms = now_ms + timeout_ms;
                 self.waits.push(Wait {
                     write_id,
@@ -353,10 +413,12 @@ impl Replicator {
                 });
                 continue;
             }
-            if shared_bytes + len > RUMOR_ENTRY_BYTES_MAX {
+            if shared_bytes + len > RUMOR_ENTRY_BYTES_MAX || shared.len() == DELEGATION_ENTRIES_MAX
+            {
                 let batch = self.rng.random::<u64>();
                 self.dissemination
-                    .hold(batch, whole_ring, std::mem::take(&mut shared));
+                    .originate(batch, std::mem::take(&mut shared));
+                started.push(batch);
                 shared_bytes = 0;
             }
             shared_bytes += len;
@@ -364,27 +426,90 @@ impl Replicator {
         }
         if !shared.is_empty() {
             let batch = self.rng.random::<u64>();
-            self.dissemination.hold(batch, whole_ring, shared);
+            self.dissemination.originate(batch, shared);
+            started.push(batch);
+        }
+        started
+    }
+
+    /// Puts delegations into their children's outboxes, to leave within `linger_ms`; an
+    /// outbox that fills a datagram becomes due at once.
+    fn queue_rumors(&mut self, now_ms: u64, linger_ms: u64, sends: Vec<(Peer, Delegation)>) {
+        for (to, delegation) in sends {
+            let outbox = self.outbox.entry(to).or_insert_with(|| Outbox {
+                due_ms: now_ms + linger_ms,
+                items: Vec::new(),
+            });
+            outbox.due_ms = outbox.due_ms.min(now_ms + linger_ms);
+            outbox.items.push(delegation);
+            let bytes = rumor_len(&outbox.items);
+            if bytes >= BODY_BYTES_MAX || outbox.items.len() >= RUMOR_DELEGATIONS_MAX {
+                outbox.due_ms = now_ms;
+            }
         }
     }
 
-    /// Packs delegations per destination into as few RUMOR bodies as fit.
-    fn pack_rumors(&mut self, mut sends: Vec<(Peer, Delegation)>) {
-        sends.sort_by_key(|(to, _)| *to);
-        let mut index = 0;
-        while index < sends.len() {
-            let to = sends[index].0;
-            let mut batch = Vec::new();
-            let mut bytes = 1;
-            while index < sends.len() && sends[index].0 == to {
-                let len = sends[index].1.encoded_len();
-                if !batch.is_empty() && (bytes + len > BODY_BYTES_MAX || batch.len() == 255) {
-                    break;
-                }
-                bytes += len;
-                batch.push(sends[index].1.clone());
-                index += 1;
+    /// Queues hop acks for `to` (they leave with its other acks, `ack_linger_ms` at most).
+    fn queue_acks(&mut self, now_ms: u64, to: Peer, batches: Vec<u64>) {
+        let linger_ms = self.config.dissemination.ack_linger_ms;
+        let outbox = self.acks_out.entry(to).or_insert_with(|| Outbox {
+            due_ms: now_ms + linger_ms,
+            items: Vec::new(),
+        });
+        for batch in batches {
+            if !outbox.items.contains(&batch) {
+                outbox.items.push(batch);
             }
+        }
+        if outbox.items.len() >= RUMOR_ACK_BATCHES_MAX {
+            outbox.due_ms = now_ms;
+        }
+    }
+
+    /// Sends every outbox and ack list that is due.
+    fn send_due(&mut self, now_ms: u64) {
+        let due: Vec<Peer> = (self.outbox.iter())
+            .filter(|(_, outbox)| outbox.due_ms <= now_ms)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for to in due {
+            if let Some(outbox) = self.outbox.remove(&to) {
+                self.pack_rumors(to, outbox.items);
+            }
+        }
+        let due: Vec<Peer> = (self.acks_out.iter())
+            .filter(|(_, outbox)| outbox.due_ms <= now_ms)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for to in due {
+            if let Some(outbox) = self.acks_out.remove(&to) {
+                for batches in outbox.items.chunks(RUMOR_ACK_BATCHES_MAX) {
+                    self.send(to, &Message::RumorAck(batches.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// Packs delegations for one destination into as few RUMOR bodies as fit.
+    fn pack_rumors(&mut self, to: Peer, delegations: Vec<Delegation>) {
+        let mut batch = Vec::new();
+        let mut bytes = 1;
+        for delegation in delegations {
+            let full = delegation.encoded_len();
+            let same_arc = batch
+                .last()
+                .is_some_and(|d: &Delegation| d.arc == delegation.arc);
+            let mut len = if same_arc { full - 8 } else { full };
+            if !batch.is_empty()
+                && (bytes + len > BODY_BYTES_MAX || batch.len() == RUMOR_DELEGATIONS_MAX)
+            {
+                self.send(to, &Message::Rumor(std::mem::take(&mut batch)));
+                (bytes, len) = (1, full);
+            }
+            bytes += len;
+            batch.push(delegation);
+        }
+        if !batch.is_empty() {
             self.send(to, &Message::Rumor(batch));
         }
     }
@@ -634,7 +759,8 @@ impl Replicator {
             fresh.push(delegation);
         }
         if !ack_now.is_empty() {
-            self.send(from, &Message::RumorAck(ack_now));
+            self.queue_acks(now_ms, from, ack_now);
+            self.send_due(now_ms);
         }
         if fresh.is_empty() {
             return;
@@ -798,7 +924,7 @@ impl Replicator {
             return;
         };
         let batches: Vec<u64> = delegations.iter().map(|d| d.batch).collect();
-        self.send(from, &Message::RumorAck(batches));
+        self.queue_acks(now_ms, from, batches);
         for mut delegation in delegations {
             // Pass on only what this shard holds at least as new (a failed fetch is not).
             delegation.entries.retain(|wire| {
@@ -808,16 +934,24 @@ impl Replicator {
                     .is_some_and(|stored| stored >= wire.version)
             });
             let batch = delegation.batch;
+            // Straight from its writer: wait for other writers' batches to merge with.
+            let from_writer =
+                (delegation.entries.first()).is_some_and(|entry| entry.version.node == from.node);
+            let linger_ms = if from_writer {
+                self.config.dissemination.linger_ms
+            } else {
+                0
+            };
             self.dissemination
                 .hold(batch, delegation.arc, delegation.entries);
             if self.config.dissemination.forward_on_receipt {
                 let (view, me) = (context.view, self.me);
-                let sends = self
-                    .dissemination
-                    .forward_now(now_ms, batch, view, me, &mut self.rng);
-                self.pack_rumors(sends);
+                let send_at_ms = now_ms + linger_ms;
+                let sends = self.dissemination.forward_now(send_at_ms, batch, view, me);
+                self.queue_rumors(now_ms, linger_ms, sends);
             }
         }
+        self.send_due(now_ms);
     }
 }
 

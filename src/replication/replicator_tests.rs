@@ -23,6 +23,8 @@ struct Cluster {
     queue: VecDeque<(u64, Peer, u8, Vec<u8>)>,
     now_ms: u64,
     sent: u64,
+    /// Datagrams handed to the network, per message kind.
+    sent_by_kind: std::collections::BTreeMap<u8, u64>,
     drop_every: u64,
     fetches: u64,
     acked: Vec<u64>,
@@ -35,6 +37,15 @@ fn config() -> Config {
         sync_interval_ms: 1_000_000,
         ..Config::default()
     }
+}
+
+/// `config()` without lingering: every send leaves during the call that makes it.
+fn unlingered() -> Config {
+    let mut config = config();
+    config.dissemination.write_linger_ms = 0;
+    config.dissemination.linger_ms = 0;
+    config.dissemination.ack_linger_ms = 0;
+    config
 }
 
 impl Cluster {
@@ -58,6 +69,7 @@ impl Cluster {
             queue,
             now_ms: 0,
             sent: 0,
+            sent_by_kind: Default::default(),
             drop_every: 0,
             fetches: 0,
             acked: vec![],
@@ -93,6 +105,7 @@ impl Cluster {
         match action {
             Action::Send { to, kind, body } => {
                 self.sent += 1;
+                *self.sent_by_kind.entry(kind).or_default() += 1;
                 // A multiplicative hash of the send counter: pseudo-random, reproducible drops.
                 let dropped = self.drop_every != 0
                     && (self.sent.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
@@ -150,8 +163,10 @@ impl Cluster {
         }
     }
 
+    /// One 200 ms gossip round: lingering sends leave, every node ticks, all is delivered.
     fn round(&mut self) {
         self.now_ms += 200;
+        self.flush_due();
         for node in 0..self.nodes.len() {
             if self.nodes[node].up {
                 let target = &mut self.nodes[node];
@@ -164,6 +179,30 @@ impl Cluster {
             }
         }
         self.deliver_all();
+    }
+
+    /// Advances the clock by `ms` without a tick: what is due is flushed and delivered
+    /// (instantly: a zero-latency network).
+    fn advance(&mut self, ms: u64) {
+        self.now_ms += ms;
+        self.flush_due();
+        self.deliver_all();
+    }
+
+    /// Calls `flush` on every live node whose deadline has come.
+    fn flush_due(&mut self) {
+        for node in 0..self.nodes.len() {
+            let target = &mut self.nodes[node];
+            let due = target.replicator.next_deadline_ms();
+            if target.up && due.is_some_and(|due| due <= self.now_ms) {
+                let context = Context {
+                    store: &target.store,
+                    view: &target.view,
+                };
+                target.replicator.flush(self.now_ms, context);
+                self.drain(node);
+            }
+        }
     }
 
     fn holders(&self, entry: &Entry) -> usize {
@@ -267,7 +306,7 @@ fn dead_children_are_skipped() {
 
 #[test]
 fn duplicates_and_older_versions_cost_no_apply() {
-    let mut cluster = Cluster::new(2, &config());
+    let mut cluster = Cluster::new(2, &unlingered());
     let entry = cluster.write(0, b"k", vec![1; 10], Ack::Local);
     cluster.now_ms += 200;
     let node = &mut cluster.nodes[0];
@@ -477,7 +516,7 @@ fn entries_go_to_the_owner_shard_of_each_peer() {
         sync_interval_ms: 1_000_000,
         ..Config::default()
     };
-    let mut origin = Replicator::new(config(), 0, 1);
+    let mut origin = Replicator::new(unlingered(), 0, 1);
     let mut store = MemStore::new(PARTITIONS);
     let view = vec![PeerInfo::new(1, 4)];
     for i in 0..32u64 {
@@ -531,4 +570,57 @@ fn entries_go_to_the_owner_shard_of_each_peer() {
     }
     shards_seen.sort_unstable();
     assert_eq!(shards_seen, vec![0, 1, 2, 3]);
+}
+
+/// Five writes at five nodes within 40 ms, spread with and without lingering: the same
+/// delegations, each applied once, but lingering puts several into one datagram per child
+/// and several acks into one datagram per parent (the canonical tree gives them the same
+/// child and parent).
+#[test]
+fn lingering_shares_datagrams_between_batches() {
+    let run = |config: Config| {
+        let mut cluster = Cluster::new(30, &config);
+        let mut entries = Vec::new();
+        for writer in 0..5 {
+            let key = format!("key{writer}");
+            entries.push(cluster.write(writer * 6, key.as_bytes(), vec![1; 40], Ack::Local));
+            cluster.advance(10);
+        }
+        for _ in 0..100 {
+            cluster.advance(10);
+        }
+        for entry in &entries {
+            assert_eq!(cluster.holders(entry), 30, "not everywhere: {entry:?}");
+        }
+        let applied: u64 = (cluster.nodes.iter())
+            .map(|n| n.replicator.stats().entries_applied)
+            .sum();
+        assert_eq!(applied, 5 * 29, "each node applies each write once");
+        // A writer that heads a part of the canonical tree gets its own batch back once.
+        for (node, target) in cluster.nodes.iter().enumerate() {
+            let duplicates = target.replicator.stats().entries_duplicate;
+            let writer = node % 6 == 0 && node < 30;
+            assert!(
+                duplicates <= u64::from(writer),
+                "node {node}: {duplicates} duplicates"
+            );
+        }
+        let delegations: u64 = (cluster.nodes.iter())
+            .map(|n| n.replicator.dissemination().stats.delegations_sent)
+            .sum();
+        let rumors = cluster.sent_by_kind[&kind::RUMOR];
+        let acks = cluster.sent_by_kind[&kind::RUMOR_ACK];
+        (delegations, rumors, acks)
+    };
+    let (delegations, rumors, acks) = run(config());
+    let (eager_delegations, eager_rumors, eager_acks) = run(unlingered());
+    // Without lingering every delegation is its own datagram and is acked by its own.
+    assert_eq!(
+        (eager_rumors, eager_acks),
+        (eager_delegations, eager_delegations)
+    );
+    assert!(
+        rumors * 10 < delegations * 8 && acks * 2 < delegations,
+        "lingering shared too little: {delegations} delegations in {rumors} rumors, {acks} acks"
+    );
 }

@@ -72,6 +72,12 @@ pub enum DecodeError {
         /// Largest allowed value.
         max: u64,
     },
+    /// A delegation repeats the previous one's arc instead of leaving it out.
+    #[error("delegation repeats the previous arc")]
+    RepeatedArc,
+    /// The first delegation of a body does not carry its arc.
+    #[error("first delegation has no arc")]
+    MissingArc,
     /// An entry's flags byte is not one of the defined forms.
     #[error("invalid entry flags {0:#04x}")]
     BadFlags(u8),
@@ -119,6 +125,9 @@ pub struct Arc {
 }
 
 impl Arc {
+    /// The whole ring (an arc with `lo == hi` covers every position).
+    pub const FULL: Arc = Arc { lo: 0, hi: 0 };
+
     /// Whether `position` lies on the arc.
     pub fn contains(&self, position: u32) -> bool {
         if self.lo == self.hi {
@@ -211,8 +220,15 @@ fn put_varint(out: &mut Vec<u8>, mut value: u32) {
 
 /// Fixed bytes of an encoded entry besides key, value and the two length varints.
 const ENTRY_FIXED_BYTES: usize = 1 + 8 + 8;
-/// Fixed bytes of a delegation besides its entries: batch, arc, entry count.
-pub const DELEGATION_HEADER_BYTES: usize = 8 + 4 + 4 + 2;
+/// Most bytes of a delegation besides its entries: batch, head byte, arc. The arc is left
+/// out when it equals the previous delegation's in the same body (a child of the canonical
+/// tree gets the same arc for every batch), so most delegations after the first cost 9.
+pub const DELEGATION_HEADER_BYTES: usize = 8 + 1 + 4 + 4;
+/// Entries in one delegation at most (the head byte's low 7 bits; an entry is ≥ 19 bytes, so
+/// a full body holds fewer).
+pub const DELEGATION_ENTRIES_MAX: usize = 0x7F;
+/// Head-byte flag: an arc follows (else the previous delegation's arc applies).
+const HEAD_ARC_FOLLOWS: u8 = 0x80;
 
 impl WireEntry {
     /// The wire form of a stored entry: inline when it fits `inline_bytes_max`, else announced.
@@ -291,8 +307,24 @@ pub fn entry_len(key_bytes: usize, value_bytes: usize) -> usize {
         + value_bytes
 }
 
+/// Exact size of a RUMOR body carrying `delegations` (arcs shared with the predecessor are
+/// left out).
+pub fn rumor_len(delegations: &[Delegation]) -> usize {
+    let mut previous = None;
+    let mut len = 1;
+    for delegation in delegations {
+        len += delegation.encoded_len();
+        if previous == Some(delegation.arc) {
+            len -= 8;
+        }
+        previous = Some(delegation.arc);
+    }
+    len
+}
+
 impl Delegation {
-    /// Encoded size in bytes inside a [`Message::Rumor`].
+    /// Encoded size in bytes inside a [`Message::Rumor`] with its arc written out (an upper
+    /// bound; [`rumor_len`] is exact for a whole body).
     pub fn encoded_len(&self) -> usize {
         DELEGATION_HEADER_BYTES
             + self
@@ -321,11 +353,25 @@ impl Message {
         match self {
             Message::Rumor(delegations) => {
                 out.push(delegations.len() as u8);
+                let mut previous = None;
                 for delegation in delegations {
+                    let count = delegation.entries.len();
+                    assert!(
+                        (1..=DELEGATION_ENTRIES_MAX).contains(&count),
+                        "a delegation holds 1..={DELEGATION_ENTRIES_MAX} entries"
+                    );
                     out.extend_from_slice(&delegation.batch.to_le_bytes());
-                    out.extend_from_slice(&delegation.arc.lo.to_le_bytes());
-                    out.extend_from_slice(&delegation.arc.hi.to_le_bytes());
-                    encode_entries(out, &delegation.entries);
+                    if previous == Some(delegation.arc) {
+                        out.push(count as u8);
+                    } else {
+                        out.push(count as u8 | HEAD_ARC_FOLLOWS);
+                        out.extend_from_slice(&delegation.arc.lo.to_le_bytes());
+                        out.extend_from_slice(&delegation.arc.hi.to_le_bytes());
+                    }
+                    previous = Some(delegation.arc);
+                    for entry in &delegation.entries {
+                        entry.encode(out);
+                    }
                 }
             }
             Message::RumorAck(batches) => encode_u64s(out, batches),
@@ -433,22 +479,37 @@ fn decode_delegations(reader: &mut Reader<'_>) -> Result<Vec<Delegation>, Decode
         1,
         DELEGATION_HEADER_BYTES,
     )?;
-    let mut delegations = Vec::with_capacity(usize::from(count));
+    let mut delegations: Vec<Delegation> = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let batch = reader.u64("batch")?;
-        let arc = Arc {
-            lo: reader.u32("arc lo")?,
-            hi: reader.u32("arc hi")?,
+        let head = reader.u8("delegation head")?;
+        let previous = delegations.last().map(|d| d.arc);
+        let arc = if head & HEAD_ARC_FOLLOWS != 0 {
+            let arc = Arc {
+                lo: reader.u32("arc lo")?,
+                hi: reader.u32("arc hi")?,
+            };
+            // One encoding per message: a repeated arc must be left out.
+            if previous == Some(arc) {
+                return Err(DecodeError::RepeatedArc);
+            }
+            arc
+        } else {
+            previous.ok_or(DecodeError::MissingArc)?
         };
-        let entries = decode_entries(reader)?;
-        if entries.is_empty() {
+        let count = head & !HEAD_ARC_FOLLOWS;
+        if count == 0 {
             return Err(DecodeError::OutOfRange {
                 what: "delegation entries",
                 value: 0,
                 min: 1,
-                max: u64::from(u16::MAX),
+                max: DELEGATION_ENTRIES_MAX as u64,
             });
         }
+        reader.check_count("entry count", u64::from(count), 0, ENTRY_FIXED_BYTES + 2)?;
+        let entries = (0..count)
+            .map(|_| decode_entry(reader))
+            .collect::<Result<Vec<_>, _>>()?;
         delegations.push(Delegation {
             batch,
             arc,

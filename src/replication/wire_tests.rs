@@ -29,10 +29,11 @@ fn wire_entry() -> impl Strategy<Value = WireEntry> {
 
 fn message() -> impl Strategy<Value = Message> {
     let entries = proptest::collection::vec(wire_entry(), 0..4);
+    // Arcs from a small set, so that consecutive delegations often share one.
     let delegation = (
         any::<u64>(),
-        any::<u32>(),
-        any::<u32>(),
+        prop_oneof![0u32..3, any::<u32>()],
+        0u32..3,
         proptest::collection::vec(wire_entry(), 1..4),
     )
         .prop_map(|(batch, lo, hi, entries)| Delegation {
@@ -42,7 +43,7 @@ fn message() -> impl Strategy<Value = Message> {
         });
     let elements = proptest::collection::vec(any::<u64>(), 0..20);
     prop_oneof![
-        proptest::collection::vec(delegation, 1..3).prop_map(Message::Rumor),
+        proptest::collection::vec(delegation, 1..5).prop_map(Message::Rumor),
         elements.clone().prop_map(Message::RumorAck),
         (any::<u16>(), any::<u64>(), any::<u64>()).prop_map(|(partition, count, sum)| {
             Message::SyncDigest {
@@ -76,8 +77,10 @@ proptest! {
         let decoded = Message::decode(message.kind(), &body);
         prop_assert_eq!(decoded.as_ref(), Ok(&message));
         if let Message::Rumor(delegations) = &message {
-            let len: usize = 1 + delegations.iter().map(Delegation::encoded_len).sum::<usize>();
-            prop_assert_eq!(len, body.len());
+            prop_assert_eq!(rumor_len(delegations), body.len());
+            let upper: usize = 1 + delegations.iter().map(Delegation::encoded_len).sum::<usize>();
+            let shared = delegations.windows(2).filter(|w| w[0].arc == w[1].arc).count();
+            prop_assert_eq!(upper - 8 * shared, body.len());
         }
     }
 
@@ -100,6 +103,46 @@ proptest! {
             prop_assert_eq!(message.to_bytes(), body);
         }
     }
+}
+
+#[test]
+fn a_repeated_arc_is_left_out_and_must_be() {
+    let entry = WireEntry {
+        key: b"k".to_vec(),
+        version: Version { hlc: 1, node: 2 },
+        payload: Payload::Tombstone,
+    };
+    let arc = Arc { lo: 5, hi: 9 };
+    let delegation = |batch| Delegation {
+        batch,
+        arc,
+        entries: vec![entry.clone()],
+    };
+    let one = Message::Rumor(vec![delegation(1)]).to_bytes();
+    let two = Message::Rumor(vec![delegation(1), delegation(2)]).to_bytes();
+    // The second delegation is its batch, a head byte and the entry: no arc.
+    assert_eq!(
+        two.len(),
+        one.len() + 8 + 1 + (one.len() - 1 - DELEGATION_HEADER_BYTES)
+    );
+    // Writing the repeated arc out is a second encoding of the same message: refused.
+    let mut spelled = one.clone();
+    spelled[0] = 2;
+    spelled.extend_from_slice(&2u64.to_le_bytes());
+    spelled.extend_from_slice(&one[9..]);
+    assert_eq!(
+        Message::decode(kind::RUMOR, &spelled),
+        Err(DecodeError::RepeatedArc)
+    );
+    // The first delegation has no previous arc to share.
+    // Layout: count, batch (1..9), head (9), arc (10..18), entry (18..).
+    let mut bare = one[..10].to_vec();
+    bare[9] &= 0x7F;
+    bare.extend_from_slice(&one[18..]);
+    assert_eq!(
+        Message::decode(kind::RUMOR, &bare),
+        Err(DecodeError::MissingArc)
+    );
 }
 
 #[test]

@@ -139,7 +139,8 @@ impl ClusterSettings {
             sync_interval_ms: cluster.sync_interval_ms,
             dissemination: DisseminationConfig {
                 fanout: cluster.fanout,
-                retransmit_after_ms: (cluster.gossip_interval_ms * 3).max(150),
+                retransmit_after_ms: (cluster.gossip_interval_ms * 3)
+                    .max(DisseminationConfig::default().retransmit_after_ms),
                 ..DisseminationConfig::default()
             },
             anti_entropy: match cluster.anti_entropy.as_str() {
@@ -486,6 +487,13 @@ impl ClusterShard {
             glommio::timer::sleep(TICK_STEP).await;
             let now = self.settings.now_ms();
             self.membership_timers(now);
+            // Lingering rumors and acks leave within one step of their deadline.
+            let flush_due =
+                (self.replicator.borrow().next_deadline_ms()).is_some_and(|due| due <= now);
+            if flush_due && now < replication_due {
+                self.drive(|replicator, context| replicator.flush(now, context));
+                self.perform(now);
+            }
             if now >= replication_due {
                 replication_due = now + self.settings.tick_ms;
                 self.drive(|replicator, context| replicator.tick(now, context));

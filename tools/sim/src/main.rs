@@ -3,6 +3,7 @@
 use clap::Parser;
 
 use starling::replication::AntiEntropyMode;
+use starling::replication::dissemination::DisseminationConfig;
 use starling_sim::{SimConfig, run};
 
 /// Simulates N Starling nodes' replication (dissemination, anti-entropy, acks) on a virtual
@@ -64,6 +65,18 @@ struct Args {
     /// Partitions (production uses 256; fewer keep large runs small).
     #[arg(long, default_value_t = 16)]
     partitions: u16,
+    /// How long fresh writes wait to share a batch (ms).
+    #[arg(long, default_value_t = DisseminationConfig::default().write_linger_ms)]
+    write_linger_ms: u64,
+    /// How long a batch straight from its writer waits for others to share a datagram (ms).
+    #[arg(long, default_value_t = DisseminationConfig::default().linger_ms)]
+    linger_ms: u64,
+    /// How long hop acks for one parent may wait to share a datagram (ms).
+    #[arg(long, default_value_t = DisseminationConfig::default().ack_linger_ms)]
+    ack_linger_ms: u64,
+    /// Repeat an unacked rumor after this long (ms).
+    #[arg(long, default_value_t = DisseminationConfig::default().retransmit_after_ms)]
+    retransmit_ms: u64,
     /// Dissemination fanout per tick.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
@@ -147,6 +160,10 @@ fn main() -> anyhow::Result<()> {
         sync_interval_ms: args.sync_interval_ms,
         partitions: args.partitions,
         fanout: args.fanout,
+        write_linger_ms: args.write_linger_ms,
+        linger_ms: args.linger_ms,
+        ack_linger_ms: args.ack_linger_ms,
+        retransmit_after_ms: args.retransmit_ms,
         membership,
         kill: args.kill,
         kill_at_ms: args.kill_at,

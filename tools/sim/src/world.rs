@@ -64,6 +64,14 @@ pub struct SimConfig {
     pub partitions: u16,
     /// Dissemination fanout.
     pub fanout: usize,
+    /// How long fresh writes wait to share a batch (ms).
+    pub write_linger_ms: u64,
+    /// How long a batch straight from its writer waits to share a datagram (ms).
+    pub linger_ms: u64,
+    /// How long hop acks for one parent may wait to share a datagram (ms).
+    pub ack_linger_ms: u64,
+    /// Unacked sends are repeated after this long (ms).
+    pub retransmit_after_ms: u64,
     /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes: keep N
     /// at a few thousand); without it every node uses one shared view of all nodes.
     pub membership: bool,
@@ -98,6 +106,10 @@ impl Default for SimConfig {
             sync_interval_ms: 10_000,
             partitions: 16,
             fanout: 4,
+            write_linger_ms: DisseminationConfig::default().write_linger_ms,
+            linger_ms: DisseminationConfig::default().linger_ms,
+            ack_linger_ms: DisseminationConfig::default().ack_linger_ms,
+            retransmit_after_ms: DisseminationConfig::default().retransmit_after_ms,
             membership: false,
             kill: 0,
             kill_at_ms: 5_000,
@@ -110,6 +122,12 @@ pub(crate) enum Event {
     Tick {
         node: u32,
         epoch: u32,
+    },
+    /// The replicator's lingering rumors and acks are due (`Replicator::next_deadline_ms`).
+    Flush {
+        node: u32,
+        epoch: u32,
+        at_ms: u64,
     },
     MemberTimer {
         node: u32,
@@ -149,6 +167,8 @@ pub(crate) struct Node {
     pub(crate) up: bool,
     pub(crate) epoch: u32,
     pub(crate) members: Option<MemberNode>,
+    /// The earliest Flush event scheduled for this epoch.
+    flush_at_ms: Option<u64>,
 }
 
 /// The view a node replicates over: its membership's, or the shared one.
@@ -234,6 +254,7 @@ impl World {
                 up: true,
                 epoch: 0,
                 members: None,
+                flush_at_ms: None,
             })
             .collect();
         World {
@@ -333,6 +354,7 @@ impl World {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Tick { node, epoch } => self.on_tick(node, epoch),
+            Event::Flush { node, epoch, at_ms } => self.on_flush(node, epoch, at_ms),
             Event::MemberTimer { node, epoch, at_ms } => self.on_member_timer(node, epoch, at_ms),
             Event::Kill => self.kill(),
             Event::Deliver {
@@ -394,6 +416,22 @@ impl World {
         self.drain(node);
         let next_us = self.now_us + self.config.tick_ms * 1_000;
         self.queue.push(next_us, Event::Tick { node, epoch });
+    }
+
+    fn on_flush(&mut self, node: u32, epoch: u32, at_ms: u64) {
+        let now_ms = self.now_ms();
+        let target = &mut self.nodes[node as usize];
+        if !target.up || target.epoch != epoch || target.flush_at_ms != Some(at_ms) {
+            return;
+        }
+        target.flush_at_ms = None;
+        let view = view_of(target.members.as_ref(), &self.view);
+        let context = Context {
+            store: &target.store,
+            view,
+        };
+        target.replicator.flush(now_ms, context);
+        self.drain(node);
     }
 
     fn on_deliver(&mut self, from: u32, to: u32, kind_byte: u8, body: &[u8]) {
@@ -469,6 +507,7 @@ impl World {
         self.nodes[origin as usize]
             .replicator
             .write(now_ms, entry, ack);
+        self.drain(origin);
     }
 
     fn record_receipt(&mut self, index: u32, version: Version, node: u32) {
@@ -523,6 +562,7 @@ impl World {
         }
         target.up = true;
         target.epoch += 1;
+        target.flush_at_ms = None;
         target.replicator = new_replicator(&self.config, node, seed);
         let phase = self.rng.random_range(0..self.config.tick_ms * 1_000);
         let epoch = target.epoch;
@@ -536,6 +576,23 @@ impl World {
         for action in actions {
             self.perform(node, action);
         }
+        self.schedule_flush(node);
+    }
+
+    /// One Flush event per node at its replicator's next deadline (rounded up to whole ms).
+    fn schedule_flush(&mut self, node: u32) {
+        let target = &mut self.nodes[node as usize];
+        let Some(due_ms) = target.replicator.next_deadline_ms() else {
+            return;
+        };
+        if !target.up || target.flush_at_ms.is_some_and(|at| at <= due_ms) {
+            return;
+        }
+        let at_ms = due_ms.max(self.now_us.div_ceil(1_000));
+        target.flush_at_ms = Some(at_ms);
+        let epoch = target.epoch;
+        self.queue
+            .push(at_ms * 1_000, Event::Flush { node, epoch, at_ms });
     }
 
     fn perform(&mut self, node: u32, action: Action) {
@@ -753,6 +810,10 @@ fn new_replicator(config: &SimConfig, node: u32, seed: u64) -> Replicator {
         anti_entropy: config.anti_entropy,
         dissemination: DisseminationConfig {
             fanout: config.fanout,
+            write_linger_ms: config.write_linger_ms,
+            linger_ms: config.linger_ms,
+            ack_linger_ms: config.ack_linger_ms,
+            retransmit_after_ms: config.retransmit_after_ms,
             ..DisseminationConfig::default()
         },
     };
