@@ -138,6 +138,10 @@ pub struct ClusterConfig {
     /// in step with every write; bytes grow with the difference, not the partition) or
     /// `"elements"` (the responder lists a partition's elements; cheaper for tiny partitions).
     pub anti_entropy: String,
+    /// A peer's partition this many entries ahead of ours starts a bulk catch-up: everything
+    /// this shard owns is pulled from that peer over the TCP transfer stream, page by page,
+    /// instead of reconciled (a new or long-absent node).
+    pub bulk_threshold: u64,
     /// `--resync` was given: wipe local data if the node was away longer than gc_grace.
     #[serde(skip)]
     pub resync: bool,
@@ -162,6 +166,7 @@ impl Default for ClusterConfig {
             fault_injection: false,
             gc_grace_secs: 7 * 24 * 3600,
             anti_entropy: "cpisync".into(),
+            bulk_threshold: 2_048,
             resync: false,
         }
     }

@@ -35,6 +35,8 @@ fn config(partitions: u16, mode: AntiEntropyMode) -> Config {
         partitions,
         sync_interval_ms: 1_000,
         anti_entropy: mode,
+        // Reconciliation is under test here, however large the difference.
+        bulk_threshold: u64::MAX,
         ..Config::default()
     }
 }
@@ -117,6 +119,7 @@ impl Net {
                     self.drain(node);
                 }
                 Action::Fetch { .. } => panic!("small values never need a fetch"),
+                Action::Pull { .. } => panic!("bulk catch-up is off in these tests"),
                 Action::Acked { .. } | Action::AckTimeout { .. } => {}
             }
         }

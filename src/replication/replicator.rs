@@ -65,6 +65,11 @@ pub struct Config {
     pub dissemination: DisseminationConfig,
     /// How partitions with unequal digests find their difference.
     pub anti_entropy: AntiEntropyMode,
+    /// A peer's partition holding this many entries more than ours means we are new or were
+    /// away long: instead of reconciling, pull everything this shard owns from that peer over
+    /// the transfer stream ([`Action::Pull`], page by page). Symmetrically, a peer this far
+    /// behind is sent our digest so that it pulls.
+    pub bulk_threshold: u64,
 }
 
 /// How anti-entropy finds the difference once two digests differ.
@@ -95,6 +100,7 @@ impl Default for Config {
             sync_interval_ms: 30_000,
             dissemination: DisseminationConfig::default(),
             anti_entropy: AntiEntropyMode::default(),
+            bulk_threshold: 2_048,
         }
     }
 }
@@ -145,6 +151,17 @@ pub enum Action {
         /// Keys to pull.
         keys: Vec<Vec<u8>>,
     },
+    /// Bulk catch-up: pull one page of every stored entry (tombstones included) of the
+    /// partitions this shard owns from `from`, in key order strictly after `after`, over the
+    /// transfer stream; then call [`Replicator::pulled`] (an empty page, no more, on failure).
+    Pull {
+        /// Echo in `pulled`.
+        token: u64,
+        /// The peer shard to pull from.
+        from: Peer,
+        /// Resume after this key.
+        after: Option<Vec<u8>>,
+    },
     /// An `Ack::Peers` write reached its peer count.
     Acked {
         /// The write.
@@ -192,6 +209,14 @@ pub struct Stats {
     pub writes_acked: u64,
     /// `Ack::Peers` writes timed out.
     pub writes_timed_out: u64,
+    /// Bulk catch-ups started (this shard was far behind a peer).
+    pub catch_ups: u64,
+    /// Digests sent back to a peer far behind us, so that it pulls.
+    pub catch_up_offers: u64,
+    /// Pull pages received, and the entries in them.
+    pub pull_pages: u64,
+    /// Entries received in pull pages (only the newer ones are applied).
+    pub pull_entries: u64,
 }
 
 /// Items for one peer and when they must leave.
@@ -247,6 +272,10 @@ pub struct Replicator {
     /// Hop acks per parent, waiting to share a datagram.
     acks_out: BTreeMap<Peer, Outbox<u64>>,
     waits: Vec<Wait>,
+    /// Pull pages in flight (token → peer shard) of the current bulk catch-up.
+    pulls: BTreeMap<u64, Peer>,
+    /// When the last bulk catch-up ended (another waits a sync interval).
+    catch_up_ended_ms: Option<u64>,
     pending: BTreeMap<u64, Pending>,
     token_next: u64,
     owned: Vec<u16>,
@@ -285,6 +314,8 @@ impl Replicator {
             outbox: BTreeMap::new(),
             acks_out: BTreeMap::new(),
             waits: Vec::new(),
+            pulls: BTreeMap::new(),
+            catch_up_ended_ms: None,
             pending: BTreeMap::new(),
             token_next: 0,
             owned,
@@ -612,12 +643,25 @@ impl Replicator {
             Message::Rumor(delegations) => self.on_rumor(now_ms, from, delegations, context),
             Message::RumorAck(batches) => self.on_rumor_ack(from, &batches),
             Message::SyncDigest { partition, digest } => {
-                if self.owned_or_count(partition)
-                    && anti_entropy::digest(context.store, partition) != digest
-                {
-                    self.find_difference(now_ms, from, partition, context.store);
-                } else {
+                if !self.owned_or_count(partition) {
+                    return Ok(());
+                }
+                let ours = anti_entropy::digest(context.store, partition);
+                let threshold = self.config.bulk_threshold;
+                if ours == digest {
                     self.stats.sync_equal += 1;
+                } else if digest.count > ours.count.saturating_add(threshold) {
+                    self.start_catch_up(now_ms, from.node, context.view);
+                } else if ours.count > digest.count.saturating_add(threshold) {
+                    // Far behind us: our digest makes it pull (it never answers in kind).
+                    self.stats.catch_up_offers += 1;
+                    let reply = Message::SyncDigest {
+                        partition,
+                        digest: ours,
+                    };
+                    self.send(from, &reply);
+                } else if self.pulls.is_empty() {
+                    self.find_difference(now_ms, from, partition, context.store);
                 }
             }
             Message::SyncElements {
@@ -655,6 +699,75 @@ impl Replicator {
     }
 
     /// Digests differ: run a CPISync session (we initiate) or list our elements.
+    /// Starts pulling everything this shard owns from `node`'s shards that hold any of it,
+    /// unless a catch-up runs or ended less than a sync interval ago.
+    fn start_catch_up(&mut self, now_ms: u64, node: NodeId, view: &[PeerInfo]) {
+        let interval_ms = self.config.sync_interval_ms;
+        let recent = (self.catch_up_ended_ms).is_some_and(|ended| now_ms < ended + interval_ms);
+        let Some(peer) = view.iter().find(|peer| peer.node == node) else {
+            return;
+        };
+        if !self.pulls.is_empty() || recent {
+            return;
+        }
+        self.stats.catch_ups += 1;
+        let (partitions, shards, shard) = (
+            self.config.partitions,
+            self.config.shards,
+            self.config.shard,
+        );
+        for peer_shard in 0..peer.shards {
+            let holds_ours =
+                (0..partitions).any(|p| p % shards == shard && peer.owner_shard(p) == peer_shard);
+            if holds_ours {
+                let from = Peer {
+                    node,
+                    shard: peer_shard,
+                };
+                self.request_page(from, None);
+            }
+        }
+    }
+
+    fn request_page(&mut self, from: Peer, after: Option<Vec<u8>>) {
+        let token = self.token_next;
+        self.token_next += 1;
+        self.pulls.insert(token, from);
+        self.actions.push(Action::Pull { token, from, after });
+    }
+
+    /// A page of an [`Action::Pull`] arrived (`more`: ask for the next one). The newer
+    /// entries are applied like fetched ones; the next page is asked for at once, so at most
+    /// two pages per peer shard are held.
+    pub fn pulled(
+        &mut self,
+        now_ms: u64,
+        token: u64,
+        entries: Vec<Entry>,
+        more: bool,
+        context: Context<'_>,
+    ) {
+        let Some(from) = self.pulls.remove(&token) else {
+            return;
+        };
+        self.stats.pull_pages += 1;
+        self.stats.pull_entries += entries.len() as u64;
+        match entries.last() {
+            Some(last) if more => self.request_page(from, Some(last.key.clone())),
+            _ if self.pulls.is_empty() => self.catch_up_ended_ms = Some(now_ms),
+            _ => {}
+        }
+        let token = self.token_next;
+        self.token_next += 1;
+        let pending = Pending {
+            purpose: Purpose::Sync,
+            inline: Vec::new(),
+            observed: Vec::new(),
+        };
+        self.pending.insert(token, pending);
+        self.fetched(now_ms, token, entries, context);
+    }
+
     fn find_difference(&mut self, now_ms: u64, peer: Peer, partition: u16, store: &dyn Store) {
         match self.config.anti_entropy {
             AntiEntropyMode::CpisyncKept | AntiEntropyMode::Cpisync => {

@@ -9,6 +9,8 @@ use super::types::{Entry, Peer, PeerInfo, Version, sort_view};
 use super::wire::{Message, kind};
 
 const PARTITIONS: u16 = 8;
+/// Entries per pull page in these tests (small, so a catch-up takes several pages).
+const PULL_PAGE: usize = 300;
 
 struct Node {
     replicator: Replicator,
@@ -27,6 +29,8 @@ struct Cluster {
     sent_by_kind: std::collections::BTreeMap<u8, u64>,
     drop_every: u64,
     fetches: u64,
+    /// Pull pages served.
+    pulls: u64,
     acked: Vec<u64>,
     timed_out: Vec<u64>,
 }
@@ -72,6 +76,7 @@ impl Cluster {
             sent_by_kind: Default::default(),
             drop_every: 0,
             fetches: 0,
+            pulls: 0,
             acked: vec![],
             timed_out: vec![],
         }
@@ -134,6 +139,20 @@ impl Cluster {
                     view: &target.view,
                 };
                 target.replicator.fetched(now_ms, token, entries, context);
+                self.drain(node);
+            }
+            Action::Pull { token, from, after } => {
+                self.pulls += 1;
+                let source = &self.nodes[from.node as usize].store;
+                let (entries, more) = source.entries_page(after.as_deref(), &|_| true, PULL_PAGE);
+                let target = &mut self.nodes[node];
+                let context = Context {
+                    store: &target.store,
+                    view: &target.view,
+                };
+                target
+                    .replicator
+                    .pulled(now_ms, token, entries, more, context);
                 self.drain(node);
             }
             Action::Acked { write_id } => self.acked.push(write_id),
@@ -623,4 +642,100 @@ fn lingering_shares_datagrams_between_batches() {
         rumors * 10 < delegations * 8 && acks * 2 < delegations,
         "lingering shared too little: {delegations} delegations in {rumors} rumors, {acks} acks"
     );
+}
+
+/// A node that is empty while its peers hold 3,000 entries is far behind in every
+/// partition: it pulls everything over (simulated) transfer pages instead of reconciling,
+/// and ends with exactly its peers' data.
+#[test]
+fn a_far_behind_node_catches_up_by_bulk_pull() {
+    let config = Config {
+        sync_interval_ms: 1_000,
+        bulk_threshold: 100,
+        ..config()
+    };
+    let mut cluster = Cluster::new(3, &config);
+    let entries: Vec<Entry> = (0..3_000u64)
+        .map(|i| Entry {
+            key: format!("key{i:05}").into_bytes(),
+            value: (i % 10 != 0).then(|| vec![i as u8; 20]),
+            version: Version {
+                hlc: (i + 1) << 16,
+                node: 0,
+            },
+        })
+        .collect();
+    for node in [0, 1] {
+        cluster.nodes[node].store.apply(&entries);
+    }
+    for _ in 0..15 {
+        cluster.round();
+    }
+    for entry in &entries {
+        assert_eq!(
+            cluster.nodes[2].store.entry(&entry.key).as_ref(),
+            Some(entry)
+        );
+    }
+    let late = cluster.nodes[2].replicator.stats();
+    assert!(late.catch_ups >= 1, "no catch-up: {late:?}");
+    // 3,000 entries in pages of 300, at most a couple of catch-ups' worth.
+    assert!(
+        late.pull_pages >= 10 && cluster.pulls <= 40,
+        "{late:?}, {} pulls",
+        cluster.pulls
+    );
+    assert_eq!(late.entries_applied, 3_000);
+}
+
+/// The peer that is far ahead answers a digest with its own, and that makes the node behind
+/// pull (instead of the two starting a reconciliation that would decode thousands).
+#[test]
+fn a_peer_far_ahead_offers_its_digest_and_the_node_behind_pulls() {
+    let config = Config {
+        bulk_threshold: 10,
+        ..unlingered()
+    };
+    let mut ahead_store = MemStore::new(PARTITIONS);
+    for i in 0..400u64 {
+        ahead_store.apply(&[Entry {
+            key: format!("k{i}").into_bytes(),
+            value: Some(vec![1]),
+            version: Version { hlc: 1, node: 0 },
+        }]);
+    }
+    let behind_store = MemStore::new(PARTITIONS);
+    let mut ahead = Replicator::new(config.clone(), 0, 1);
+    let mut behind = Replicator::new(config, 1, 2);
+    let view_of = |node| vec![PeerInfo::new(node, 1)];
+    let (ahead_view, behind_view) = (view_of(1), view_of(0));
+    // The empty node starts a round: its digest says 0 entries.
+    let digest = super::anti_entropy::digest(&behind_store, 0);
+    let body = Message::SyncDigest {
+        partition: 0,
+        digest,
+    };
+    let (peer_behind, peer_ahead) = (Peer { node: 1, shard: 0 }, Peer { node: 0, shard: 0 });
+    let context = Context {
+        store: &ahead_store,
+        view: &ahead_view,
+    };
+    (ahead.receive(0, peer_behind, body.kind(), &body.to_bytes(), context)).expect("valid");
+    let replies: Vec<Action> = ahead.actions().collect();
+    assert_eq!(ahead.stats().catch_up_offers, 1);
+    let [Action::Send { kind, body, .. }] = replies.as_slice() else {
+        panic!("one reply expected: {replies:?}");
+    };
+    assert_eq!(*kind, super::wire::kind::SYNC_DIGEST);
+    let context = Context {
+        store: &behind_store,
+        view: &behind_view,
+    };
+    (behind.receive(0, peer_ahead, *kind, body, context)).expect("valid");
+    let actions: Vec<Action> = behind.actions().collect();
+    assert!(
+        matches!(actions.as_slice(), [Action::Pull { from, after: None, .. }] if *from == peer_ahead),
+        "{actions:?}"
+    );
+    assert_eq!(behind.stats().catch_ups, 1);
 }

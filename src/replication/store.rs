@@ -51,6 +51,32 @@ impl MemStore {
         }
     }
 
+    /// One page of a bulk pull, as the transfer stream serves it: stored entries (tombstones
+    /// included) of the partitions `keep` accepts, in key order strictly after `after`, at
+    /// most `limit`; and whether more follow.
+    pub fn entries_page(
+        &self,
+        after: Option<&[u8]>,
+        keep: &dyn Fn(u16) -> bool,
+        limit: usize,
+    ) -> (Vec<Entry>, bool) {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page: Vec<Entry> = (0u16..)
+            .zip(&self.partitions)
+            .filter(|(partition, _)| keep(*partition))
+            .flat_map(|(_, map)| {
+                map.range::<[u8], _>((lower, Bound::Unbounded))
+                    .take(limit + 1)
+                    .map(|(_, entry)| entry.clone())
+            })
+            .collect();
+        page.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    }
+
     /// Number of stored entries, tombstones included.
     pub fn len(&self) -> usize {
         self.partitions.iter().map(BTreeMap::len).sum()

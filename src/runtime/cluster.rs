@@ -147,6 +147,7 @@ impl ClusterSettings {
                 "cpisync" => repl::replicator::AntiEntropyMode::CpisyncKept,
                 _ => repl::replicator::AntiEntropyMode::ElementList,
             },
+            bulk_threshold: cluster.bulk_threshold,
         };
         Ok(ClusterSettings {
             cluster_id: cluster_id_of(&cluster.cluster_id),
@@ -766,6 +767,7 @@ impl ClusterShard {
                 },
                 Action::Apply { token, entries } => self.spawn_apply(token, entries),
                 Action::Fetch { token, from, keys } => self.spawn_fetch(token, from, keys),
+                Action::Pull { token, from, after } => self.spawn_pull(token, from, after),
                 Action::Acked { write_id } => self.complete_ack(write_id, Ok(())),
                 Action::AckTimeout {
                     write_id,
@@ -832,6 +834,47 @@ impl ClusterShard {
             let now = this.settings.now_ms();
             let entries = entries.into_iter().map(to_repl).collect();
             this.drive(|replicator, context| replicator.fetched(now, token, entries, context));
+            this.perform(now);
+        })
+        .detach();
+    }
+
+    fn spawn_pull(self: &Rc<Self>, token: u64, from: repl::types::Peer, after: Option<Vec<u8>>) {
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let metrics = &this.settings.metrics;
+            if after.is_none() {
+                tracing::info!(shard = this.index, peer = from.node, peer_shard = from.shard,
+                    "far behind a peer: bulk catch-up over the transfer stream");
+            }
+            let request = transfer::PullRequest {
+                partitions: this.settings.partitions,
+                shards: this.settings.shards,
+                shard: this.index,
+                after,
+            };
+            let (entries, more) = match this.peer_addr(from) {
+                Some(_) if this.settings.faults.is_blocked(from.node) => (Vec::new(), false),
+                Some(addr) => match transfer::pull(addr, &request, &this.transfer).await {
+                    Ok((entries, more, bytes)) => {
+                        metrics
+                            .transfer_bytes_received
+                            .fetch_add(bytes, Ordering::Relaxed);
+                        (entries, more)
+                    }
+                    Err(error) => {
+                        tracing::info!(%addr, %error, "bulk catch-up page failed; anti-entropy retries");
+                        metrics.transfer_failures.fetch_add(1, Ordering::Relaxed);
+                        (Vec::new(), false)
+                    }
+                },
+                None => (Vec::new(), false),
+            };
+            let now = this.settings.now_ms();
+            let entries = entries.into_iter().map(to_repl).collect();
+            this.drive(|replicator, context| {
+                replicator.pulled(now, token, entries, more, context);
+            });
             this.perform(now);
         })
         .detach();

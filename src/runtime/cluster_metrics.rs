@@ -76,6 +76,10 @@ pub struct ShardReplication {
     pub writes_timed_out: AtomicU64,
     /// Fetches over the transfer stream.
     pub fetches: AtomicU64,
+    /// Bulk catch-ups started (this shard was far behind a peer).
+    pub catch_ups: AtomicU64,
+    /// Entries received in bulk catch-up pages.
+    pub pull_entries: AtomicU64,
 }
 
 impl ShardReplication {
@@ -92,6 +96,8 @@ impl ShardReplication {
         set(&self.writes_acked, stats.writes_acked);
         set(&self.writes_timed_out, stats.writes_timed_out);
         set(&self.fetches, stats.fetches);
+        set(&self.catch_ups, stats.catch_ups);
+        set(&self.pull_entries, stats.pull_entries);
     }
 }
 
@@ -270,7 +276,7 @@ impl ClusterMetrics {
     }
 
     fn render_shards(&self, out: &mut String) {
-        let fields: [(&str, &str, Field); 10] = [
+        let fields: [(&str, &str, Field); 12] = [
             (
                 "starling_replication_entries_applied_total",
                 "Received entries applied (newer).",
@@ -320,6 +326,16 @@ impl ClusterMetrics {
                 "starling_replication_fetches_total",
                 "Entries pulled over transfer streams (fetch actions).",
                 |s| &s.fetches,
+            ),
+            (
+                "starling_replication_catch_ups_total",
+                "Bulk catch-ups started: this shard was far behind a peer and pulled its data.",
+                |s| &s.catch_ups,
+            ),
+            (
+                "starling_replication_pull_entries_total",
+                "Entries received in bulk catch-up pages over the transfer stream.",
+                |s| &s.pull_entries,
             ),
         ];
         for (name, help, field) in fields {

@@ -1,9 +1,11 @@
 //! The TCP transfer stream: pulls entries too large for a datagram (the replicator's
-//! `Action::Fetch`) from the peer shard that announced them.
+//! `Action::Fetch`) from the peer shard that announced them, and pages of a bulk catch-up
+//! (`Action::Pull`: every entry of the partitions a shard owns, in key order).
 //!
 //! Shard `i` listens on TCP `gossip_port + i` (the same number as its UDP port; TCP and UDP
-//! ports are separate). One request per connection: the client sends one request frame with
-//! the keys, the server answers one frame per stored entry and an end frame, then closes.
+//! ports are separate). One request per connection: the client sends one request frame (the
+//! keys, or a [`PullRequest`]), the server answers one frame per stored entry and an end frame
+//! (for a pull: whether the page was cut), then closes.
 //!
 //! Frame: `u32 LE length` of the rest, `u8 key id`, payload, 32-byte BLAKE3 keyed MAC over
 //! `cluster id ‖ direction ‖ payload` with a transfer key derived from the cluster key of that
@@ -19,6 +21,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::replication::types::partition_of;
 use crate::runtime::keys::ClusterKeys;
 use crate::runtime::storage::{Engine, Entry, Version};
 
@@ -32,6 +35,14 @@ const MAC_BYTES: usize = 32;
 const TAG_REQUEST: u8 = 1;
 const TAG_ENTRY: u8 = 2;
 const TAG_END: u8 = 3;
+const TAG_PULL: u8 = 4;
+/// End of a pull page that was cut: ask again after its last key.
+const TAG_END_MORE: u8 = 5;
+/// Most entries in one pull page: the engine's default batch limit, so that a page applies
+/// as one batch.
+pub const PULL_PAGE_ENTRIES: usize = 4_096;
+/// About this many key and value bytes per pull page at most.
+pub const PULL_PAGE_BYTES: usize = 8 << 20;
 const TO_SERVER: u8 = 0;
 const TO_CLIENT: u8 = 1;
 
@@ -138,6 +149,73 @@ pub fn decode_request(payload: &[u8]) -> Result<Vec<Vec<u8>>, TransferError> {
     Ok(keys)
 }
 
+/// A bulk-pull page request: the stored entries (tombstones included) of every partition `p`
+/// with `p % shards == shard` (of `partitions`), in key order, strictly after `after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequest {
+    /// The cluster's partition count.
+    pub partitions: u16,
+    /// Shard count of the pulling node.
+    pub shards: u16,
+    /// The pulling shard.
+    pub shard: u16,
+    /// Resume after this key (the last key of the previous page).
+    pub after: Option<Vec<u8>>,
+}
+
+impl PullRequest {
+    /// Whether `key` belongs to the pulling shard.
+    pub fn wants(&self, key: &[u8]) -> bool {
+        partition_of(key, self.partitions) % self.shards == self.shard
+    }
+}
+
+/// Encodes a pull request payload.
+pub fn encode_pull(request: &PullRequest) -> Vec<u8> {
+    let mut out = vec![TAG_PULL];
+    out.extend_from_slice(&request.partitions.to_le_bytes());
+    out.extend_from_slice(&request.shards.to_le_bytes());
+    out.extend_from_slice(&request.shard.to_le_bytes());
+    match &request.after {
+        None => out.push(0),
+        Some(after) => {
+            out.push(1);
+            out.extend_from_slice(&(after.len() as u16).to_le_bytes());
+            out.extend_from_slice(after);
+        }
+    }
+    out
+}
+
+/// Decodes a pull request payload (counts checked: no division by zero, shard in range).
+pub fn decode_pull(payload: &[u8]) -> Result<PullRequest, TransferError> {
+    let mut reader = Reader(payload);
+    if reader.u8()? != TAG_PULL {
+        return Err(TransferError::Frame("not a pull request"));
+    }
+    let (partitions, shards, shard) = (reader.u16()?, reader.u16()?, reader.u16()?);
+    if partitions == 0 || shards == 0 || shard >= shards {
+        return Err(TransferError::Frame(
+            "pull request shard layout out of range",
+        ));
+    }
+    let after = match reader.u8()? {
+        0 => None,
+        1 => {
+            let len = usize::from(reader.u16()?);
+            Some(reader.bytes(len)?.to_vec())
+        }
+        _ => return Err(TransferError::Frame("pull request cursor flag")),
+    };
+    reader.finish()?;
+    Ok(PullRequest {
+        partitions,
+        shards,
+        shard,
+        after,
+    })
+}
+
 /// Encodes one entry payload.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let value_len = entry.value.as_ref().map_or(0, Vec::len);
@@ -157,9 +235,31 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
 
 /// Decodes one entry payload (`None` for the end frame).
 pub fn decode_entry(payload: &[u8]) -> Result<Option<Entry>, TransferError> {
+    match decode_frame(payload)? {
+        Frame::Entry(entry) => Ok(Some(entry)),
+        Frame::End { more: false } => Ok(None),
+        Frame::End { more: true } => Err(TransferError::Frame("page end in a fetch")),
+    }
+}
+
+/// A response frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// One stored entry.
+    Entry(Entry),
+    /// The end of the response; `more`: a pull page was cut.
+    End {
+        /// More entries may follow after the page's last key.
+        more: bool,
+    },
+}
+
+/// Decodes one response payload.
+pub fn decode_frame(payload: &[u8]) -> Result<Frame, TransferError> {
     let mut reader = Reader(payload);
     match reader.u8()? {
-        TAG_END => return reader.finish().map(|()| None),
+        TAG_END => return reader.finish().map(|()| Frame::End { more: false }),
+        TAG_END_MORE => return reader.finish().map(|()| Frame::End { more: true }),
         TAG_ENTRY => {}
         _ => return Err(TransferError::Frame("unexpected frame tag")),
     }
@@ -174,7 +274,7 @@ pub fn decode_entry(payload: &[u8]) -> Result<Option<Entry>, TransferError> {
     if live > 1 || (live == 0 && value_len > 0) || key.is_empty() {
         return Err(TransferError::Frame("malformed entry"));
     }
-    Ok(Some(Entry {
+    Ok(Frame::Entry(Entry {
         key,
         value: (live == 1).then_some(value),
         version: Version { hlc, node },
@@ -261,6 +361,46 @@ pub async fn fetch(
     }
 }
 
+/// Pulls one page of `request` from the peer shard at `addr`: its entries, whether more may
+/// follow, and the bytes received. Every entry is checked to be one the request asked for,
+/// in strictly increasing key order after the cursor.
+pub async fn pull(
+    addr: SocketAddr,
+    request: &PullRequest,
+    auth: &TransferAuth,
+) -> Result<(Vec<Entry>, bool, u64), TransferError> {
+    let mut stream = TcpStream::connect_timeout(addr, TRANSFER_TIMEOUT).await?;
+    stream.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
+    stream.set_write_timeout(Some(TRANSFER_TIMEOUT))?;
+    let mut out = Vec::new();
+    auth.seal(TO_SERVER, &encode_pull(request), &mut out);
+    stream.write_all(&out).await?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut bytes = 0u64;
+    loop {
+        let frame = read_frame(&mut stream).await?;
+        bytes += frame.len() as u64 + 4;
+        match decode_frame(auth.open(TO_CLIENT, &frame)?)? {
+            Frame::Entry(entry) => {
+                let previous = entries.last().map(|e| e.key.as_slice());
+                let floor = previous.or(request.after.as_deref());
+                if !request.wants(&entry.key)
+                    || floor.is_some_and(|floor| entry.key.as_slice() <= floor)
+                {
+                    return Err(TransferError::Frame(
+                        "pull entry out of order or not asked for",
+                    ));
+                }
+                if entries.len() >= PULL_PAGE_ENTRIES {
+                    return Err(TransferError::Frame("pull page too long"));
+                }
+                entries.push(entry);
+            }
+            Frame::End { more } => return Ok((entries, more, bytes)),
+        }
+    }
+}
+
 /// Serves fetches on `listener` from `engine` until the listener fails.
 pub async fn serve(
     listener: TcpListener,
@@ -298,7 +438,13 @@ async fn serve_one(
     stream.set_read_timeout(Some(TRANSFER_TIMEOUT))?;
     stream.set_write_timeout(Some(TRANSFER_TIMEOUT))?;
     let frame = read_frame(&mut stream).await?;
-    let keys = decode_request(auth.open(TO_SERVER, &frame)?)?;
+    let payload = auth.open(TO_SERVER, &frame)?;
+    if payload.first() == Some(&TAG_PULL) {
+        let request = decode_pull(payload)?;
+        let engine = engine().ok_or(TransferError::Frame("shard is shutting down"))?;
+        return serve_pull(stream, &engine, &request, auth).await;
+    }
+    let keys = decode_request(payload)?;
     let engine = engine().ok_or(TransferError::Frame("shard is shutting down"))?;
     let mut out = Vec::new();
     let mut bytes = 0u64;
@@ -313,6 +459,42 @@ async fn serve_one(
         }
     }
     auth.seal(TO_CLIENT, &[TAG_END], &mut out);
+    bytes += out.len() as u64;
+    stream.write_all(&out).await?;
+    stream.close().await?;
+    Ok(bytes)
+}
+
+async fn serve_pull(
+    mut stream: TcpStream,
+    engine: &Engine,
+    request: &PullRequest,
+    auth: &TransferAuth,
+) -> Result<u64, TransferError> {
+    // The page is read synchronously (no await while the engine is borrowed), then sent.
+    let (page, more) = engine
+        .entries_page(
+            request.after.as_deref(),
+            &|key| request.wants(key),
+            PULL_PAGE_ENTRIES,
+            PULL_PAGE_BYTES,
+        )
+        .map_err(|error| TransferError::Socket(format!("reading the page: {error}")))?;
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for entry in &page {
+        auth.seal(TO_CLIENT, &encode_entry(entry), &mut out);
+        if out.len() >= 256 * 1024 {
+            bytes += out.len() as u64;
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    auth.seal(
+        TO_CLIENT,
+        &[if more { TAG_END_MORE } else { TAG_END }],
+        &mut out,
+    );
     bytes += out.len() as u64;
     stream.write_all(&out).await?;
     stream.close().await?;
@@ -361,5 +543,40 @@ mod tests {
         assert!(decode_request(&[TAG_REQUEST, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_entry(&[TAG_ENTRY, 1]).is_err());
         assert_eq!(decode_entry(&[TAG_END]).expect("end"), None);
+        assert!(
+            decode_entry(&[TAG_END_MORE]).is_err(),
+            "a fetch has no pages"
+        );
+    }
+
+    #[test]
+    fn pull_requests_round_trip_and_bad_layouts_are_refused() {
+        for after in [None, Some(b"cursor".to_vec())] {
+            let request = PullRequest {
+                partitions: 256,
+                shards: 4,
+                shard: 3,
+                after,
+            };
+            assert_eq!(decode_pull(&encode_pull(&request)).expect("ok"), request);
+        }
+        let bad = |partitions, shards, shard| {
+            let request = PullRequest {
+                partitions,
+                shards,
+                shard,
+                after: None,
+            };
+            decode_pull(&encode_pull(&request)).is_err()
+        };
+        assert!(bad(0, 1, 0) && bad(256, 0, 0) && bad(256, 2, 2));
+        assert!(
+            decode_pull(&[TAG_PULL, 1, 0, 1, 0, 0, 0, 2]).is_err(),
+            "cursor flag"
+        );
+        assert_eq!(
+            decode_frame(&[TAG_END_MORE]).expect("end"),
+            Frame::End { more: true }
+        );
     }
 }

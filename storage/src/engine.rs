@@ -518,6 +518,43 @@ impl Engine {
         Ok(out)
     }
 
+    /// One page of stored entries, tombstones included, in key order strictly after `after`,
+    /// of the keys `keep` accepts: at most `limit` entries and about `bytes_max` bytes (keys
+    /// and values). Also returns whether the page was cut (more may follow: ask again after
+    /// its last key). Reads the tables in place, so a page costs no copy of the memtable.
+    pub fn entries_page(
+        &self,
+        after: Option<&[u8]>,
+        keep: &dyn Fn(&[u8]) -> bool,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Entry>, bool)> {
+        let start = after.map_or_else(Vec::new, |after| {
+            let mut successor = after.to_vec();
+            successor.push(0);
+            successor
+        });
+        let state = self.inner.state.borrow();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in Merge::new(self.inner.sources(&state, &start)) {
+            if out.len() >= limit.max(1) || bytes >= bytes_max {
+                return Ok((out, true));
+            }
+            let (key, version, value) = item?;
+            if !keep(&key) {
+                continue;
+            }
+            bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            out.push(Entry {
+                key,
+                value,
+                version,
+            });
+        }
+        Ok((out, false))
+    }
+
     /// Every stored entry including tombstones, in key order (a snapshot taken now).
     pub fn entries(&self) -> Result<Box<dyn Iterator<Item = Result<Entry>> + '_>> {
         let state = self.inner.state.borrow();

@@ -411,6 +411,34 @@ fn a_late_joiner_gets_the_whole_dataset() {
     );
 }
 
+/// A joiner whose partitions are far behind (here: more than 2 entries) pulls its shards'
+/// data page by page over the TCP transfer stream instead of reconciling it.
+#[test]
+fn a_late_joiner_far_behind_pulls_the_dataset_in_bulk() {
+    let mut cluster = Cluster::new();
+    cluster.add("");
+    cluster.add("");
+    cluster.wait_formed();
+    let mut c = cluster.node(0).connection();
+    for chunk in 0..30 {
+        let pairs: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("b{chunk}:{i}"), format!("bulk {chunk} {i}")))
+            .collect();
+        let () = c.mset(&pairs).expect("MSET");
+    }
+    let joiner = cluster.add("bulk_threshold = 2");
+    wait_for(CONVERGE, "the late joiner holds all 3000 keys", || {
+        let mut c = cluster.node(joiner).connection();
+        let size: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+        size == 3000
+    });
+    let node = cluster.node(joiner);
+    assert!(metric(node, "starling_replication_catch_ups_total", "") >= 1);
+    let pulled = metric(node, "starling_replication_pull_entries_total", "");
+    assert!(pulled >= 1_000, "only {pulled} entries came in bulk");
+    assert_eq!(get(node, "b29:99").as_deref(), Some(&b"bulk 29 99"[..]));
+}
+
 #[test]
 fn a_partition_heals_and_converges_last_writer_wins() {
     let mut cluster = Cluster::new();

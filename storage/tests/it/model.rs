@@ -163,6 +163,28 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), String> {
     if all != want {
         return Err(format!("entries {all:?} != model {want:?}"));
     }
+    // Paging with a key filter (tombstones included) visits exactly the filtered model.
+    let keep = |key: &[u8]| key.iter().map(|&b| u32::from(b)).sum::<u32>() % 2 == 0;
+    for (limit, bytes_max) in [(3, usize::MAX), (usize::MAX, 1), (usize::MAX, usize::MAX)] {
+        let mut paged = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (page, more) = engine
+                .entries_page(after.as_deref(), &keep, limit, bytes_max)
+                .map_err(|e| e.to_string())?;
+            after = page.last().map(|entry| entry.key.clone()).or(after);
+            paged.extend(page);
+            if !more {
+                break;
+            }
+        }
+        let filtered: Vec<&Entry> = want.iter().filter(|entry| keep(&entry.key)).collect();
+        if paged.iter().collect::<Vec<_>>() != filtered {
+            return Err(format!(
+                "pages ({limit}, {bytes_max}): {paged:?} != {filtered:?}"
+            ));
+        }
+    }
     engine.close().await.map_err(|e| e.to_string())
 }
 

@@ -77,6 +77,9 @@ struct Args {
     /// Repeat an unacked rumor after this long (ms).
     #[arg(long, default_value_t = DisseminationConfig::default().retransmit_after_ms)]
     retransmit_ms: u64,
+    /// A peer partition this many entries ahead starts a bulk catch-up.
+    #[arg(long, default_value_t = starling::replication::Config::default().bulk_threshold)]
+    bulk_threshold: u64,
     /// Dissemination fanout per tick.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
@@ -164,6 +167,7 @@ fn main() -> anyhow::Result<()> {
         linger_ms: args.linger_ms,
         ack_linger_ms: args.ack_linger_ms,
         retransmit_after_ms: args.retransmit_ms,
+        bulk_threshold: args.bulk_threshold,
         membership,
         kill: args.kill,
         kill_at_ms: args.kill_at,

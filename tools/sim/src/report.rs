@@ -69,6 +69,10 @@ pub struct Report {
     pub duplicates: u64,
     /// Delegations retransmitted.
     pub retransmits: u64,
+    /// Bulk catch-ups started (a node far behind a peer pulled its shard's data).
+    pub catch_ups: u64,
+    /// Key, value and version bytes pulled by bulk catch-ups (the TCP transfer stream).
+    pub pull_bytes: u64,
     /// Crashes injected.
     pub crashes: u64,
     /// Simulated milliseconds at the end of the run.
@@ -96,8 +100,8 @@ impl Report {
              (converged: {converged})\n\
              dissemination: {bytes:.1} B/node/update with headers ({ratio:.2}x of {entry} B), \
              {body:.1} B body only ({body_ratio:.2}x)\n\
-             anti-entropy: {sync:.1} B/node/s, {sessions} CPISync sessions ({failed} failed); \
-             membership: {members:.1} B/node/s\n\
+             anti-entropy: {sync:.1} B/node/s, {sessions} CPISync sessions ({failed} failed), \
+             {catch_ups} bulk catch-ups ({pull_bytes} B pulled); membership: {members:.1} B/node/s\n\
              writes: {writes} issued, {acked} acked, {lost} acked writes lost\n\
              failure detection: max {detect} ms, {undetected} undetected, {fp} false positives; \
              crashes {crashes}\n\
@@ -121,6 +125,8 @@ impl Report {
             members = self.membership_bytes_per_node_per_s,
             sessions = self.sync_sessions,
             failed = self.sync_sessions_failed,
+            catch_ups = self.catch_ups,
+            pull_bytes = self.pull_bytes,
             writes = self.writes,
             acked = self.writes_acked,
             lost = self.lost_acked_writes,

@@ -72,6 +72,8 @@ pub struct SimConfig {
     pub ack_linger_ms: u64,
     /// Unacked sends are repeated after this long (ms).
     pub retransmit_after_ms: u64,
+    /// Entries a peer's partition must be ahead for a bulk catch-up.
+    pub bulk_threshold: u64,
     /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes: keep N
     /// at a few thousand); without it every node uses one shared view of all nodes.
     pub membership: bool,
@@ -110,6 +112,7 @@ impl Default for SimConfig {
             linger_ms: DisseminationConfig::default().linger_ms,
             ack_linger_ms: DisseminationConfig::default().ack_linger_ms,
             retransmit_after_ms: DisseminationConfig::default().retransmit_after_ms,
+            bulk_threshold: Config::default().bulk_threshold,
             membership: false,
             kill: 0,
             kill_at_ms: 5_000,
@@ -146,6 +149,13 @@ pub(crate) enum Event {
         epoch: u32,
         token: u64,
         entries: Vec<Entry>,
+    },
+    Pulled {
+        node: u32,
+        epoch: u32,
+        token: u64,
+        entries: Vec<Entry>,
+        more: bool,
     },
     Write {
         index: u32,
@@ -187,6 +197,7 @@ pub(crate) struct Counters {
     bytes_dissemination: u64,
     bytes_dissemination_body: u64,
     bytes_sync: u64,
+    pull_bytes: u64,
     crashes: u64,
     events: u64,
 }
@@ -379,6 +390,27 @@ impl World {
                     target
                         .replicator
                         .fetched(self.now_us / 1_000, token, entries, context);
+                    self.drain(node);
+                }
+            }
+            Event::Pulled {
+                node,
+                epoch,
+                token,
+                entries,
+                more,
+            } => {
+                let target = &mut self.nodes[node as usize];
+                if target.up && target.epoch == epoch {
+                    let view = view_of(target.members.as_ref(), &self.view);
+                    let context = Context {
+                        store: &target.store,
+                        view,
+                    };
+                    let now_ms = self.now_us / 1_000;
+                    target
+                        .replicator
+                        .pulled(now_ms, token, entries, more, context);
                     self.drain(node);
                 }
             }
@@ -604,6 +636,7 @@ impl World {
             } => self.send(node, to, kind_byte, body),
             Action::Apply { token, entries } => self.apply(node, token, &entries),
             Action::Fetch { token, from, keys } => self.fetch(node, token, from, &keys),
+            Action::Pull { token, from, after } => self.pull(node, token, from, after.as_deref()),
             Action::Acked { write_id } => {
                 if let Some(write) = self.writes.get_mut(write_id as usize) {
                     write.acked = true;
@@ -688,6 +721,33 @@ impl World {
                 entries,
             },
         );
+    }
+
+    /// Serves one bulk-pull page from `from`'s store (every node has one shard here), after
+    /// a round trip, counting its bytes as transfer bytes.
+    fn pull(&mut self, node: u32, token: u64, from: Peer, after: Option<&[u8]>) {
+        const PAGE_ENTRIES: usize = 4_096;
+        let source = from.node as u32;
+        let reachable = self.nodes[source as usize].up && self.network.connected(node, source);
+        let (entries, more) = if reachable {
+            (self.nodes[source as usize].store).entries_page(after, &|_| true, PAGE_ENTRIES)
+        } else {
+            (Vec::new(), false)
+        };
+        self.counters.pull_bytes += entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.as_ref().map_or(0, Vec::len) + 24) as u64)
+            .sum::<u64>();
+        let delay_us = self.network.delay_us(&mut self.rng) + self.network.delay_us(&mut self.rng);
+        let epoch = self.nodes[node as usize].epoch;
+        let event = Event::Pulled {
+            node,
+            epoch,
+            token,
+            entries,
+            more,
+        };
+        self.queue.push(self.now_us + delay_us, event);
     }
 
     fn report(&self) -> Report {
@@ -782,6 +842,12 @@ impl World {
                 .sum(),
             duplicates,
             retransmits,
+            catch_ups: self
+                .nodes
+                .iter()
+                .map(|n| n.replicator.stats().catch_ups)
+                .sum(),
+            pull_bytes: self.counters.pull_bytes,
             crashes: self.counters.crashes,
             simulated_ms: end_ms,
             events: self.counters.events,
@@ -808,6 +874,7 @@ fn new_replicator(config: &SimConfig, node: u32, seed: u64) -> Replicator {
         shard: 0,
         sync_interval_ms: config.sync_interval_ms,
         anti_entropy: config.anti_entropy,
+        bulk_threshold: config.bulk_threshold,
         dissemination: DisseminationConfig {
             fanout: config.fanout,
             write_linger_ms: config.write_linger_ms,
