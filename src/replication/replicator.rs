@@ -499,24 +499,12 @@ impl Replicator {
 
     /// Sends every outbox and ack list that is due.
     fn send_due(&mut self, now_ms: u64) {
-        let due: Vec<Peer> = (self.outbox.iter())
-            .filter(|(_, outbox)| outbox.due_ms <= now_ms)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for to in due {
-            if let Some(outbox) = self.outbox.remove(&to) {
-                self.pack_rumors(to, outbox.items);
-            }
+        for (to, delegations) in take_due(&mut self.outbox, now_ms) {
+            self.pack_rumors(to, delegations);
         }
-        let due: Vec<Peer> = (self.acks_out.iter())
-            .filter(|(_, outbox)| outbox.due_ms <= now_ms)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for to in due {
-            if let Some(outbox) = self.acks_out.remove(&to) {
-                for batches in outbox.items.chunks(RUMOR_ACK_BATCHES_MAX) {
-                    self.send(to, &Message::RumorAck(batches.to_vec()));
-                }
+        for (to, batches) in take_due(&mut self.acks_out, now_ms) {
+            for batches in batches.chunks(RUMOR_ACK_BATCHES_MAX) {
+                self.send(to, &Message::RumorAck(batches.to_vec()));
             }
         }
     }
@@ -1066,6 +1054,17 @@ impl Replicator {
         }
         self.send_due(now_ms);
     }
+}
+
+/// Removes and returns the outboxes due at `now_ms`, in peer order.
+fn take_due<T>(outboxes: &mut BTreeMap<Peer, Outbox<T>>, now_ms: u64) -> Vec<(Peer, Vec<T>)> {
+    let due: Vec<Peer> = (outboxes.iter())
+        .filter(|(_, outbox)| outbox.due_ms <= now_ms)
+        .map(|(peer, _)| *peer)
+        .collect();
+    due.into_iter()
+        .filter_map(|peer| Some((peer, outboxes.remove(&peer)?.items)))
+        .collect()
 }
 
 /// Whether a payload is announced-only (used by callers that serve fetches).

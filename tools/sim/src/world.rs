@@ -379,41 +379,18 @@ impl World {
                 epoch,
                 token,
                 entries,
-            } => {
-                let target = &mut self.nodes[node as usize];
-                if target.up && target.epoch == epoch {
-                    let view = view_of(target.members.as_ref(), &self.view);
-                    let context = Context {
-                        store: &target.store,
-                        view,
-                    };
-                    target
-                        .replicator
-                        .fetched(self.now_us / 1_000, token, entries, context);
-                    self.drain(node);
-                }
-            }
+            } => self.drive(node, epoch, |replicator, now_ms, context| {
+                replicator.fetched(now_ms, token, entries, context);
+            }),
             Event::Pulled {
                 node,
                 epoch,
                 token,
                 entries,
                 more,
-            } => {
-                let target = &mut self.nodes[node as usize];
-                if target.up && target.epoch == epoch {
-                    let view = view_of(target.members.as_ref(), &self.view);
-                    let context = Context {
-                        store: &target.store,
-                        view,
-                    };
-                    let now_ms = self.now_us / 1_000;
-                    target
-                        .replicator
-                        .pulled(now_ms, token, entries, more, context);
-                    self.drain(node);
-                }
-            }
+            } => self.drive(node, epoch, |replicator, now_ms, context| {
+                replicator.pulled(now_ms, token, entries, more, context);
+            }),
             Event::Write { index } => self.on_write(index),
             Event::Crash { node } => self.crash(node),
             Event::Restart { node } => self.restart(node),
@@ -434,6 +411,25 @@ impl World {
     }
 
     fn on_tick(&mut self, node: u32, epoch: u32) {
+        let target = &self.nodes[node as usize];
+        if !target.up || target.epoch != epoch {
+            return;
+        }
+        self.drive(node, epoch, |replicator, now_ms, context| {
+            replicator.tick(now_ms, context);
+        });
+        let next_us = self.now_us + self.config.tick_ms * 1_000;
+        self.queue.push(next_us, Event::Tick { node, epoch });
+    }
+
+    /// Runs `step` on `node`'s replicator if the node is up in `epoch`, then performs what
+    /// it asked for.
+    fn drive(
+        &mut self,
+        node: u32,
+        epoch: u32,
+        step: impl FnOnce(&mut Replicator, u64, Context<'_>),
+    ) {
         let now_ms = self.now_ms();
         let target = &mut self.nodes[node as usize];
         if !target.up || target.epoch != epoch {
@@ -444,26 +440,19 @@ impl World {
             store: &target.store,
             view,
         };
-        target.replicator.tick(now_ms, context);
+        step(&mut target.replicator, now_ms, context);
         self.drain(node);
-        let next_us = self.now_us + self.config.tick_ms * 1_000;
-        self.queue.push(next_us, Event::Tick { node, epoch });
     }
 
     fn on_flush(&mut self, node: u32, epoch: u32, at_ms: u64) {
-        let now_ms = self.now_ms();
         let target = &mut self.nodes[node as usize];
-        if !target.up || target.epoch != epoch || target.flush_at_ms != Some(at_ms) {
+        if target.flush_at_ms != Some(at_ms) {
             return;
         }
         target.flush_at_ms = None;
-        let view = view_of(target.members.as_ref(), &self.view);
-        let context = Context {
-            store: &target.store,
-            view,
-        };
-        target.replicator.flush(now_ms, context);
-        self.drain(node);
+        self.drive(node, epoch, |replicator, now_ms, context| {
+            replicator.flush(now_ms, context);
+        });
     }
 
     fn on_deliver(&mut self, from: u32, to: u32, kind_byte: u8, body: &[u8]) {
