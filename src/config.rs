@@ -142,6 +142,11 @@ pub struct ClusterConfig {
     /// this shard owns is pulled from that peer over the TCP transfer stream, page by page,
     /// instead of reconciled (a new or long-absent node).
     pub bulk_threshold: u64,
+    /// How long a write's batch waits at its first hops for other writers' batches to share
+    /// datagrams with (bytes per update against latency per write).
+    pub rumor_linger_ms: u64,
+    /// How long hop acks wait to share a datagram (delays loss repair by about as much).
+    pub ack_linger_ms: u64,
     /// `--resync` was given: wipe local data if the node was away longer than gc_grace.
     #[serde(skip)]
     pub resync: bool,
@@ -167,6 +172,8 @@ impl Default for ClusterConfig {
             gc_grace_secs: 7 * 24 * 3600,
             anti_entropy: "cpisync".into(),
             bulk_threshold: 2_048,
+            rumor_linger_ms: 150,
+            ack_linger_ms: 120,
             resync: false,
         }
     }
@@ -210,6 +217,9 @@ impl ClusterConfig {
                 "probe_timeout_ms = {} must be positive and below probe_interval_ms = {}",
                 self.probe_timeout_ms, self.probe_interval_ms
             ));
+        }
+        if self.rumor_linger_ms > 1_000 || self.ack_linger_ms > 1_000 {
+            return Err("rumor_linger_ms and ack_linger_ms must be at most 1000".into());
         }
         if self.gossip_interval_ms == 0 || self.sync_interval_ms == 0 || self.ack_timeout_ms == 0 {
             return Err(
@@ -499,6 +509,10 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.cluster.ack_linger_ms = 5_000;
+        let error = config.validate().expect_err("an ack linger of 5 s");
+        assert!(error.to_string().contains("ack_linger_ms"), "{error}");
     }
 
     #[test]

@@ -139,8 +139,11 @@ impl ClusterSettings {
             sync_interval_ms: cluster.sync_interval_ms,
             dissemination: DisseminationConfig {
                 fanout: cluster.fanout,
+                linger_ms: cluster.rumor_linger_ms,
+                ack_linger_ms: cluster.ack_linger_ms,
+                // An ack may linger, then needs a round trip (and a group commit) to arrive.
                 retransmit_after_ms: (cluster.gossip_interval_ms * 3)
-                    .max(DisseminationConfig::default().retransmit_after_ms),
+                    .max(cluster.ack_linger_ms + 140),
                 ..DisseminationConfig::default()
             },
             anti_entropy: match cluster.anti_entropy.as_str() {
