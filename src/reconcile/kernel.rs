@@ -104,7 +104,8 @@ fn scalar(values: &mut [u64], points: &[u64], xs: &[u64]) {
 mod x86 {
     //! The x86-64 vector kernels. Each public function checks the CPU feature before it
     //! enters `unsafe`; the `#[target_feature]` bodies only use register intrinsics plus
-    //! unaligned loads and stores inside the bounds of the slices.
+    //! unaligned loads and stores inside the bounds of the slices, and aligned loads of the
+    //! 32-byte-aligned broadcast coefficients (`Quad`).
 
     use super::{P, scalar};
     use std::arch::x86_64::*;
