@@ -3,10 +3,13 @@
 //! The hot loop of every sketch insert (RECONCILE.md §8). Lanes run across the sample points
 //! and the batch of elements is the outer loop, so each block of values stays in registers for
 //! the whole batch. AVX2 and AVX-512F only multiply 32×32→64 bits per lane, so one 61×61-bit
-//! product is four such multiplies, folded with 2^64 ≡ 8 and 2^61 ≡ 1 (mod p). At the sample
-//! points (all below 256) the AVX2 kernel multiplies four factors at once: the batch is taken
-//! in quads, each expanded to z⁴ + c3 z³ + c2 z² + c1 z + c0, whose terms are cheap because
-//! every power of z fits 32 bits.
+//! product is four such multiplies; the AVX2 kernel splits operands at bit 31 and folds with
+//! 2^62 ≡ 2 and 2^61 ≡ 1 (mod p), which leaves fewer shifts (a single pipe on Zen 1) than a
+//! split at bit 32. At the sample points (all below 256) the AVX2 kernel multiplies four
+//! factors at once: the batch is taken in quads, each expanded to z⁴ + c3 z³ + c2 z² + c1 z + c0,
+//! whose terms are cheap because every power of z fits 32 bits. On the development CPU (Zen 1,
+//! one vector multiplier, 256-bit ops split in two) the kernel is bound by its 32×32
+//! multiplies: ten per quad and vector of four points.
 //! **Invariant:** every kernel returns exactly what [`Kernel::Scalar`] returns (canonical
 //! values); the property tests check this against u128 arithmetic, edge values included.
 //! IFMA (52-bit multiplies) is deliberately not used: it needs a field below 2^52, where
@@ -101,7 +104,8 @@ fn scalar(values: &mut [u64], points: &[u64], xs: &[u64]) {
 mod x86 {
     //! The x86-64 vector kernels. Each public function checks the CPU feature before it
     //! enters `unsafe`; the `#[target_feature]` bodies only use register intrinsics plus
-    //! unaligned loads and stores inside the bounds of the slices.
+    //! unaligned loads and stores inside the bounds of the slices, and aligned loads of the
+    //! 32-byte-aligned broadcast coefficients (`Quad`).
 
     use super::{P, scalar};
     use std::arch::x86_64::*;
@@ -114,22 +118,26 @@ mod x86 {
         let body = values.len() / 4 * 4;
         let (body_values, body_points) = (&mut values[..body], &points[..body]);
         // Tiny points (the sample points 1..=128 always are): four factors per product.
-        let tiny = body_points.iter().all(|&z| z < TINY_POINT_LIMIT);
+        let tiny = body > 0 && body_points.iter().all(|&z| z < TINY_POINT_LIMIT);
         let quads = if tiny { xs.len() / 4 * 4 } else { 0 };
+        for chunk in xs[..quads].chunks(4 * QUADS_PER_CHUNK) {
+            // On the stack: no allocation per call (a sketch calls this once per touched leaf).
+            let mut coefficients = [Quad::default(); QUADS_PER_CHUNK];
+            for (slot, quad) in coefficients.iter_mut().zip(chunk.chunks_exact(4)) {
+                *slot = Quad::new(quad);
+            }
+            let used = &coefficients[..chunk.len() / 4];
+            // SAFETY: AVX2 is present (asserted above); the slices have equal lengths.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx2_quads(body_values, body_points, used);
+            }
+        }
+        let rest = &xs[quads..];
         // SAFETY: AVX2 is present (asserted above) and `body <= values.len() == points.len()`.
         #[allow(unsafe_code)]
         unsafe {
-            if quads > 0 {
-                let coefficients: Vec<[u64; 4]> =
-                    xs[..quads].chunks_exact(4).map(quad_coefficients).collect();
-                avx2_quads(body_values, body_points, &coefficients);
-            }
-            let rest = &xs[quads..];
-            if tiny || body_points.iter().all(|&z| z < SMALL_POINT_LIMIT) {
-                avx2_body::<true>(body_values, body_points, rest);
-            } else {
-                avx2_body::<false>(body_values, body_points, rest);
-            }
+            avx2_body(body_values, body_points, rest);
         }
         scalar(&mut values[body..], &points[body..], xs);
     }
@@ -137,38 +145,87 @@ mod x86 {
     /// Points below this have z⁴ < 2^32, so `avx2_quads` can multiply by 32-bit powers of z.
     const TINY_POINT_LIMIT: u64 = 1 << 8;
 
+    /// Quads whose coefficients are expanded at a time (3.5 KiB of stack, zeroed per chunk).
+    const QUADS_PER_CHUNK: usize = 16;
+
+    const LOW30: u64 = (1 << 30) - 1;
+    const LOW31: u64 = (1 << 31) - 1;
+
     /// `[c0, c1, c2, c3]` with `(z − a)(z − b)(z − c)(z − d) = z⁴ + c3 z³ + c2 z² + c1 z + c0`,
-    /// canonical.
-    fn quad_coefficients(quad: &[u64]) -> [u64; 4] {
-        // Multiply out one factor at a time: coefficients[k] of z^k, leading 1 implicit.
-        let mut c = [0u64; 5];
-        c[0] = 1;
-        for (degree, &x) in quad.iter().enumerate() {
-            let minus_x = super::field::neg(x);
-            for k in (0..=degree + 1).rev() {
-                let shifted = if k == 0 { 0 } else { c[k - 1] };
-                c[k] = super::field::add(shifted, super::field::mul(c[k], minus_x));
+    /// each lazily reduced: congruent to the exact coefficient and below `P + 33`.
+    ///
+    /// Two quadratics `z² + p1 z + p0`, then their product; the sums of products are reduced
+    /// once, as u128. Six 64×64 multiplies with short dependency chains: the expansion is
+    /// about a twentieth of the AVX2 kernel's time, against a sixth for the step-by-step form.
+    pub(super) fn quad_coefficients(quad: &[u64]) -> [u64; 4] {
+        debug_assert!(quad.len() == 4 && quad.iter().all(|&x| x < P));
+        let wide = |x: u64, y: u64| x as u128 * y as u128;
+        let (a, b, c, d) = (quad[0], quad[1], quad[2], quad[3]);
+        // −(a + b) ≡ 2P − a − b, in 1..=2P: below 2^62.
+        let (p1, q1) = (2 * P - a - b, 2 * P - c - d);
+        let (p0, q0) = (fold128(wide(a, b)), fold128(wide(c, d)));
+        let c3 = fold128((p1 + q1) as u128);
+        let c2 = fold128(wide(p1, q1) + (p0 + q0) as u128);
+        let c1 = fold128(wide(p1, q0) + wide(p0, q1));
+        let c0 = fold128(wide(p0, q0));
+        [c0, c1, c2, c3]
+    }
+
+    /// A value below 2^127 reduced to `0..P + 33` (congruent mod P, not canonical).
+    fn fold128(x: u128) -> u64 {
+        let once = (x as u64 & P) as u128 + (x >> 61); // < 2^61 + 2^66
+        (once as u64 & P) + (once >> 61) as u64
+    }
+
+    /// One quad's coefficients, split at bit 31 (`c = high·2^31 + low`) and broadcast to all
+    /// four lanes, so the kernel reads them as aligned vectors.
+    #[derive(Clone, Copy, Default)]
+    #[repr(C, align(32))]
+    struct Quad {
+        c0: [u64; 4],
+        low: [[u64; 4]; 3],
+        high: [[u64; 4]; 3],
+    }
+
+    impl Quad {
+        fn new(quad: &[u64]) -> Quad {
+            let c = quad_coefficients(quad);
+            let low = |k: usize| [c[k] & LOW31; 4];
+            let high = |k: usize| [c[k] >> 31; 4];
+            Quad {
+                c0: [c[0]; 4],
+                low: [low(1), low(2), low(3)],
+                high: [high(1), high(2), high(3)],
             }
         }
-        debug_assert_eq!(c[4], 1);
-        [c[0], c[1], c[2], c[3]]
+    }
+
+    /// An aligned load of one broadcast coefficient.
+    #[target_feature(enable = "avx2")]
+    fn load(lanes: &[u64; 4]) -> __m256i {
+        // SAFETY: `lanes` is 32 bytes inside a `#[repr(align(32))]` `Quad`.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm256_load_si256(lanes.as_ptr().cast())
+        }
     }
 
     /// `values[i] *= Π_quads (z_i⁴ + c3 z_i³ + c2 z_i² + c1 z_i + c0)` for tiny points.
     ///
     /// Four linear factors cost one full product plus three 61×32-bit products (a coefficient
-    /// times a power of z below 2^32: two 32×32 multiplies each, summed before one cheap fold),
-    /// instead of four full products: about half the instructions per element. Blocks of
-    /// vectors stay in registers across the batch, as in `avx2_body` (measured faster than
-    /// streaming every vector through L1 per quad).
+    /// half times a power of z below 2^32: two 32×32 multiplies each, summed before one cheap
+    /// fold), instead of four full products. Blocks of vectors stay in registers across the
+    /// batch, as in `avx2_body` (measured faster than streaming every vector through L1 per
+    /// quad). Bounds (z < 2^8, c_k < P + 33 so low_k < 2^31, high_k ≤ 2^30): the low sum is
+    /// below 2^61 + 2^57, the high sum below 2^56, and the factor below 2^63, as
+    /// `mulmod4_split31` needs.
     // Indexing by vector number keeps the block in named registers; iterators hide that.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2")]
-    fn avx2_quads(values: &mut [u64], points: &[u64], coefficients: &[[u64; 4]]) {
+    fn avx2_quads(values: &mut [u64], points: &[u64], quads: &[Quad]) {
         debug_assert!(values.len().is_multiple_of(4) && values.len() == points.len());
         debug_assert!(points.iter().all(|&z| z < TINY_POINT_LIMIT));
-        let p = _mm256_set1_epi64x(P as i64);
-        let low29 = _mm256_set1_epi64x((1 << 29) - 1);
+        let low30 = _mm256_set1_epi64x(LOW30 as i64);
         let mut start = 0;
         while start < values.len() {
             let vectors = ((values.len() - start) / 4).min(VECTORS_PER_BLOCK);
@@ -187,27 +244,21 @@ mod x86 {
                     powers[v][k] = _mm256_mul_epu32(powers[v][k - 1], powers[v][0]);
                 }
             }
-            for &[c0, c1, c2, c3] in coefficients {
-                let c0 = _mm256_set1_epi64x(c0 as i64);
-                let lows = [c1, c2, c3].map(|c| _mm256_set1_epi64x((c & 0xFFFF_FFFF) as i64));
-                let highs = [c1, c2, c3].map(|c| _mm256_set1_epi64x((c >> 32) as i64));
+            for quad in quads {
                 for v in 0..VECTORS_PER_BLOCK {
-                    // c_k·z^k = lo_k·z^k + hi_k·z^k·2^32; lo products < 2^56, hi < 2^53.
-                    let mut low = _mm256_add_epi64(c0, powers[v][3]); // < 2^61 + 2^32
+                    let z = &powers[v];
+                    let mut low = _mm256_add_epi64(load(&quad.c0), z[3]);
                     let mut high = _mm256_setzero_si256();
                     for k in 0..3 {
-                        low = _mm256_add_epi64(low, _mm256_mul_epu32(lows[k], powers[v][k]));
-                        high = _mm256_add_epi64(high, _mm256_mul_epu32(highs[k], powers[v][k]));
+                        low = _mm256_add_epi64(low, _mm256_mul_epu32(load(&quad.low[k]), z[k]));
+                        high = _mm256_add_epi64(high, _mm256_mul_epu32(load(&quad.high[k]), z[k]));
                     }
-                    // low < 2^62; high < 2^55 and high·2^32 ≡ (high mod 2^29)·2^32 + high >> 29.
+                    // high·2^31 ≡ (high mod 2^30)·2^31 + (high >> 30), since 2^61 ≡ 1.
                     let shifted = _mm256_add_epi64(
-                        _mm256_slli_epi64::<32>(_mm256_and_si256(high, low29)),
-                        _mm256_srli_epi64::<29>(high),
+                        _mm256_slli_epi64::<31>(_mm256_and_si256(high, low30)),
+                        _mm256_srli_epi64::<30>(high),
                     );
-                    let sum = _mm256_add_epi64(low, shifted); // < 2^63
-                    let factor =
-                        _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum));
-                    acc[v] = mulmod4_lazy(acc[v], factor); // factor ≤ P + 3
+                    acc[v] = mulmod4_split31(acc[v], _mm256_add_epi64(low, shifted));
                 }
             }
             for v in 0..vectors {
@@ -223,6 +274,53 @@ mod x86 {
         }
     }
 
+    /// `a · f mod P` for four lanes with `a ≤ P + 7` and `f < 2^63` (an unreduced factor);
+    /// the result is in `0..=P + 7`.
+    ///
+    /// Both operands are split at bit 31 (`a = a1·2^31 + a0`), so `a1·f1·2^62 ≡ 2·a1·f1` is a
+    /// doubling instead of a shift, and the factor needs no fold before it is multiplied.
+    /// Bounds: a0, f0 < 2^31, a1 ≤ 2^30, f1 < 2^32; a0f0 < 2^62, 2·a1f1 < 2^63, the middle
+    /// sum < 2^63 + 2^61 folds to < 2^61 + 2^34, so the total stays below 2^64.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn mulmod4_split31(a: __m256i, f: __m256i) -> __m256i {
+        let low30 = _mm256_set1_epi64x(LOW30 as i64);
+        let low31 = _mm256_set1_epi64x(LOW31 as i64);
+        let p = _mm256_set1_epi64x(P as i64);
+        let (a0, a1) = (_mm256_and_si256(a, low31), _mm256_srli_epi64::<31>(a));
+        let (f0, f1) = (_mm256_and_si256(f, low31), _mm256_srli_epi64::<31>(f));
+        let low_low = _mm256_mul_epu32(a0, f0);
+        let middle = _mm256_add_epi64(_mm256_mul_epu32(a0, f1), _mm256_mul_epu32(a1, f0));
+        let high_high = _mm256_mul_epu32(a1, f1);
+        // middle·2^31 ≡ (middle mod 2^30)·2^31 + (middle >> 30).
+        let middle_term = _mm256_add_epi64(
+            _mm256_srli_epi64::<30>(middle),
+            _mm256_slli_epi64::<31>(_mm256_and_si256(middle, low30)),
+        );
+        let sum = _mm256_add_epi64(
+            _mm256_add_epi64(low_low, _mm256_add_epi64(high_high, high_high)),
+            middle_term,
+        );
+        _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum))
+    }
+
+    /// `mulmod4_split31` on plain lanes, for the tests (which need AVX2 to call it).
+    #[cfg(test)]
+    pub(super) fn mulmod4_split31_lanes(a: [u64; 4], f: [u64; 4]) -> [u64; 4] {
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        let mut out = [0u64; 4];
+        // SAFETY: AVX2 is present (asserted above); the loads and the store cover exactly the
+        // three 32-byte arrays.
+        #[allow(unsafe_code)]
+        unsafe {
+            let product = mulmod4_split31(
+                _mm256_loadu_si256(a.as_ptr().cast()),
+                _mm256_loadu_si256(f.as_ptr().cast()),
+            );
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), product);
+        }
+        out
+    }
+
     pub(super) fn avx512(values: &mut [u64], points: &[u64], xs: &[u64]) {
         assert!(std::arch::is_x86_feature_detected!("avx512f"));
         let body = values.len() / 8 * 8;
@@ -234,53 +332,17 @@ mod x86 {
         scalar(&mut values[body..], &points[body..], xs);
     }
 
-    /// Points below this let the AVX2 kernel use `z + (P − x)` unreduced as the factor.
-    const SMALL_POINT_LIMIT: u64 = 1 << 32;
-
-    /// `a · b mod P` for four lanes, lazily reduced: inputs may exceed P slightly
-    /// (a ≤ P + 7, b ≤ P + 2^32), the result is in `0..=P + 3`. Bounds: a_hi, b_hi ≤ 2^29 + 1,
-    /// so the folded sum stays below 2^63 and the final fold adds at most 3.
-    #[target_feature(enable = "avx2")]
-    fn mulmod4_lazy(a: __m256i, b: __m256i) -> __m256i {
-        let p = _mm256_set1_epi64x(P as i64);
-        let low29 = _mm256_set1_epi64x((1 << 29) - 1);
-        let a_hi = _mm256_srli_epi64::<32>(a);
-        let b_hi = _mm256_srli_epi64::<32>(b);
-        let low_low = _mm256_mul_epu32(a, b);
-        let middle = _mm256_add_epi64(_mm256_mul_epu32(a, b_hi), _mm256_mul_epu32(a_hi, b));
-        let high_high = _mm256_mul_epu32(a_hi, b_hi);
-        let high_term = _mm256_slli_epi64::<3>(high_high);
-        let middle_term = _mm256_add_epi64(
-            _mm256_srli_epi64::<29>(middle),
-            _mm256_slli_epi64::<32>(_mm256_and_si256(middle, low29)),
-        );
-        let low_term = _mm256_add_epi64(
-            _mm256_and_si256(low_low, p),
-            _mm256_srli_epi64::<61>(low_low),
-        );
-        let sum = _mm256_add_epi64(_mm256_add_epi64(high_term, middle_term), low_term);
-        _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum))
-    }
-
-    /// Maps a lazily reduced lane (≤ P + 3) to `0..P`.
+    /// Maps a lazily reduced lane (≤ P + 7) to `0..P`.
     #[target_feature(enable = "avx2")]
     fn canonical4(a: __m256i) -> __m256i {
         let too_big = _mm256_cmpgt_epi64(a, _mm256_set1_epi64x(P as i64 - 1));
         _mm256_sub_epi64(a, _mm256_and_si256(too_big, _mm256_set1_epi64x(P as i64)))
     }
 
-    /// `z + (P − x)` reduced to `0..P`; `minus_x` holds `P − x` in every lane.
-    #[target_feature(enable = "avx2")]
-    fn factor4(z: __m256i, minus_x: __m256i) -> __m256i {
-        let sum = _mm256_add_epi64(z, minus_x);
-        let too_big = _mm256_cmpgt_epi64(sum, _mm256_set1_epi64x(P as i64 - 1));
-        _mm256_sub_epi64(sum, _mm256_and_si256(too_big, _mm256_set1_epi64x(P as i64)))
-    }
-
     // Indexing by vector number keeps the block in named registers; iterators hide that.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2")]
-    fn avx2_body<const SMALL_POINTS: bool>(values: &mut [u64], points: &[u64], xs: &[u64]) {
+    fn avx2_body(values: &mut [u64], points: &[u64], xs: &[u64]) {
         debug_assert!(values.len().is_multiple_of(4) && values.len() == points.len());
         let mut start = 0;
         while start < values.len() {
@@ -299,13 +361,9 @@ mod x86 {
             for &x in xs {
                 let minus_x = _mm256_set1_epi64x((P - x) as i64);
                 for v in 0..VECTORS_PER_BLOCK {
-                    // Small points: z + (P − x) ≤ P + 2^32 is a valid lazy factor as it is.
-                    let factor = if SMALL_POINTS {
-                        _mm256_add_epi64(z[v], minus_x)
-                    } else {
-                        factor4(z[v], minus_x)
-                    };
-                    acc[v] = mulmod4_lazy(acc[v], factor);
+                    // z + (P − x) < 2P < 2^63 is a valid unreduced factor as it is.
+                    let factor = _mm256_add_epi64(z[v], minus_x);
+                    acc[v] = mulmod4_split31(acc[v], factor);
                 }
             }
             for v in 0..vectors {
@@ -488,6 +546,83 @@ mod tests {
                                   first in 1u64..128,
                                   xs in proptest::collection::vec(edge_or_any(), 0..23)) {
             let points: Vec<u64> = (0..values.len() as u64).map(|i| (first + i) % 256).collect();
+            for kernel in Kernel::available() {
+                check(kernel, (values.clone(), points.clone(), xs.clone()));
+            }
+        }
+    }
+
+    /// Largest lazily reduced accumulator and factor `mulmod4_split31` accepts.
+    const ACC_MAX: u64 = P + 7;
+    const FACTOR_MAX: u64 = (1 << 63) - 1;
+
+    fn acc_lane() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(P - 1),
+            Just(P),
+            Just(ACC_MAX),
+            Just(1 << 61),
+            0..=ACC_MAX
+        ]
+    }
+
+    fn factor_lane() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(P),
+            Just(FACTOR_MAX),
+            Just(1 << 62),
+            0..=FACTOR_MAX
+        ]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The split-at-31 product is exact mod P and stays lazily reduced (≤ P + 7) over its
+        /// whole input range, including the bounds the quad kernel relies on.
+        #[test]
+        fn split31_product_matches_u128(a in proptest::array::uniform4(acc_lane()),
+                                        f in proptest::array::uniform4(factor_lane())) {
+            if Kernel::Avx2.is_available() {
+                let got = x86::mulmod4_split31_lanes(a, f);
+                for lane in 0..4 {
+                    let want = (a[lane] as u128 * f[lane] as u128 % P as u128) as u64;
+                    prop_assert!(got[lane] <= ACC_MAX, "lane {lane} not lazily reduced");
+                    prop_assert_eq!(got[lane] % P, want, "lane {}", lane);
+                }
+            }
+        }
+
+        /// A quad's expansion is Π (z − x) at any z, and every coefficient is below P + 33
+        /// (the bound the 31-bit split of the coefficients assumes).
+        #[test]
+        fn quad_coefficients_expand_the_product(quad in proptest::array::uniform4(edge_or_any()),
+                                                z in edge_or_any()) {
+            let c = x86::quad_coefficients(&quad);
+            prop_assert!(c.iter().all(|&k| k < P + 33));
+            let c = c.map(field::reduce64);
+            let z2 = field::mul(z, z);
+            let z3 = field::mul(z2, z);
+            let expanded = [field::mul(z2, z2), field::mul(c[3], z3), field::mul(c[2], z2),
+                            field::mul(c[1], z), c[0]]
+                .into_iter()
+                .fold(0, field::add);
+            let product = quad.iter().fold(1, |acc, &x| field::mul(acc, field::sub(z, x)));
+            prop_assert_eq!(expanded, product);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Batches longer than one chunk of expanded quads (64 elements), every remainder.
+        #[test]
+        fn long_batches_match_u128(values in proptest::collection::vec(edge_or_any(), 0..24),
+                                   xs in proptest::collection::vec(edge_or_any(), 60..150)) {
+            let points: Vec<u64> = (1..=values.len() as u64).collect();
             for kernel in Kernel::available() {
                 check(kernel, (values.clone(), points.clone(), xs.clone()));
             }
