@@ -35,7 +35,8 @@
 //! 10,000: 105,778 (10.6 B per difference); CPU of both sides d = 1,000: 13–17 ms,
 //! d = 10,000: ≈ 232 ms, three quarters of it Cantor–Zassenhaus squarings
 //! (`poly::Modulus::square`, ≈ 1.5 ns per 61-bit multiply-accumulate on this CPU). Kernel
-//! (`starling-bench field`, m = 128): scalar ≈ 650 ns, AVX2 154–171 ns per element.
+//! (`starling-bench field`, m = 128, load ≈ 5): scalar ≈ 660–700 ns, AVX2 132–138 ns per
+//! element (was 153–176 ns before the bit-31 split, same runs).
 
 pub mod decode;
 pub mod element;
