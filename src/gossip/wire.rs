@@ -227,9 +227,8 @@ pub enum WireError {
     /// The datagram is in the other form (encrypted or plaintext) than this node's
     /// `[cluster] encrypt` setting accepts: one of the two nodes is misconfigured.
     #[error(
-        "{} datagram from node {sender:#x}, but this node has encrypt = {}: set `[cluster] encrypt` alike on every node",
-        form_name(*.encrypted),
-        !*.encrypted
+        "{} datagram from node {sender:#x} does not match this node's `[cluster] encrypt` setting: set it alike on every node",
+        form_name(*.encrypted)
     )]
     EncryptionMismatch {
         /// Sender node (unauthenticated: the datagram was not verified).

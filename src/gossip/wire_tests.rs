@@ -341,6 +341,15 @@ fn each_form_is_rejected_by_a_node_configured_for_the_other() {
             encrypted: false
         })
     );
+    let message = WireError::EncryptionMismatch {
+        sender: 42,
+        encrypted: false,
+    }
+    .to_string();
+    assert!(
+        message.starts_with("plaintext datagram from node 0x2a"),
+        "{message}"
+    );
     let mut encrypted = sealed_encrypted(Kind::PING, b"x");
     assert_eq!(
         open_in_place(CLUSTER, &keyring(), &mut encrypted.clone()),
