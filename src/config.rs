@@ -116,6 +116,10 @@ pub struct ClusterConfig {
     pub join: Vec<String>,
     /// Key file (`starling keygen`): lines `<id> <64 hex>`, optional `send <id>`.
     pub key_file: Option<PathBuf>,
+    /// Encrypt gossip datagrams (XChaCha20-Poly1305 under a key derived from the cluster key).
+    /// Every node must agree: an encrypting node drops plaintext datagrams and vice versa
+    /// (metric `reason="encryption_mismatch"`). Bulk transfers over TCP stay authenticated only.
+    pub encrypt: bool,
     /// Peers each rumor hop sends to.
     pub fanout: usize,
     /// Replication tick (rumor packing, retransmits) and membership gossip interval.
@@ -161,6 +165,7 @@ impl Default for ClusterConfig {
             advertise_ip: None,
             join: Vec::new(),
             key_file: None,
+            encrypt: false,
             fanout: 3,
             gossip_interval_ms: 100,
             sync_interval_ms: 30_000,
@@ -298,6 +303,9 @@ pub struct Overrides {
     /// Cluster key file written by `starling keygen` [default: key derived from the cluster id].
     #[arg(long, env = "STARLING_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Encrypt gossip datagrams: `true` or `false`; every node must agree [default: false].
+    #[arg(long, env = "STARLING_ENCRYPT")]
+    pub encrypt: Option<bool>,
     /// Write acknowledgement: `local` or `peers:k` [default: local].
     #[arg(long, env = "STARLING_ACK")]
     pub ack: Option<String>,
@@ -381,6 +389,7 @@ impl Config {
             .cluster_id
             .unwrap_or(std::mem::take(&mut cluster.cluster_id));
         cluster.key_file = o.key_file.or(cluster.key_file.take());
+        cluster.encrypt = o.encrypt.unwrap_or(cluster.encrypt);
         cluster.ack = o.ack.unwrap_or(std::mem::take(&mut cluster.ack));
         cluster.resync = o.resync;
     }
@@ -539,5 +548,26 @@ mod tests {
             .expect("parses");
         assert_eq!(cli.overrides.shards, Some(4));
         assert_eq!(cli.overrides.durability, Some(Durability::None));
+        let cli = Cli::try_parse_from(["starling", "--encrypt", "true"]).expect("parses");
+        assert_eq!(cli.overrides.encrypt, Some(true));
+    }
+
+    #[test]
+    fn encrypt_defaults_off_and_the_flag_beats_the_file() {
+        assert!(!Config::default().cluster.encrypt);
+        let dir = crate::test_tempdir();
+        let path = dir.path().join("starling.toml");
+        std::fs::write(&path, "[cluster]\nencrypt = true\n").expect("write");
+        let from_file = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        assert!(Config::resolve(&from_file).expect("valid").cluster.encrypt);
+        let overridden = Overrides {
+            config: Some(path),
+            encrypt: Some(false),
+            ..Overrides::default()
+        };
+        assert!(!Config::resolve(&overridden).expect("valid").cluster.encrypt);
     }
 }

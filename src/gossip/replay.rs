@@ -6,7 +6,8 @@
 //! `WINDOW_BITS` or more below the highest, is rejected; so is any datagram from an epoch older than
 //! the newest seen (a restarted sender starts a new epoch with a fresh window).
 //!
-//! **Invariants:** only feed headers that passed [`super::wire::open`] (so forged datagrams
+//! **Invariants:** only feed headers that passed [`super::wire::open_in_place`] or
+//! [`super::wire::open`] (so forged datagrams
 //! cannot move a window); the table holds at most `senders_max` entries. When full, the sender
 //! least recently heard from is evicted; a replay of *its* old datagrams would then be accepted
 //! once, which is why `senders_max` should exceed `members × shards`.

@@ -1,4 +1,5 @@
-//! Tests of the datagram format: round trips, every rejection path, no panics on garbage.
+//! Tests of the datagram format, plaintext and encrypted: round trips, every rejection path,
+//! nonce uniqueness, no panics on garbage.
 
 use proptest::prelude::*;
 
@@ -114,11 +115,19 @@ fn rejects_wrong_cluster_magic_version_and_kind() {
         open(CLUSTER, &keyring(), &bad),
         Err(WireError::UnknownKind { found: 0xA0 })
     );
-    let mut bad = datagram;
-    bad[5] = 1;
+    let mut bad = datagram.clone();
+    bad[5] = 0x02;
     assert_eq!(
         open(CLUSTER, &keyring(), &bad),
-        Err(WireError::BadFlags { found: 1 })
+        Err(WireError::BadFlags { found: 0x02 })
+    );
+    let mut bad = datagram;
+    bad[5] = FLAG_ENCRYPTED | 0x80;
+    assert_eq!(
+        open_in_place(CLUSTER, &keyring().with_encryption(true), &mut bad),
+        Err(WireError::BadFlags {
+            found: FLAG_ENCRYPTED | 0x80
+        })
     );
 }
 
@@ -203,4 +212,255 @@ fn kind_ranges() {
     assert_eq!(Kind(0x80).range(), KindRange::Reconciliation);
     assert_eq!(Kind(0x9F).range(), KindRange::Reconciliation);
     assert_eq!(Kind(0xA0).range(), KindRange::Reserved);
+}
+
+// ---- Encrypted form -------------------------------------------------------------------------
+
+fn encrypting() -> Keyring {
+    keyring().with_encryption(true)
+}
+
+fn encrypting_sealer() -> Sealer {
+    Sealer::new(CLUSTER, 42, 3, 9, encrypting())
+}
+
+fn sealed_encrypted(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encrypting_sealer()
+        .seal(kind, body, &mut out)
+        .expect("body fits");
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn encrypted_round_trip(kind in 0u8..0xA0, body in proptest::collection::vec(any::<u8>(), 0..=BODY_BYTES_MAX)) {
+        let mut sender = encrypting_sealer();
+        let mut out = Vec::new();
+        let written = sender.seal(Kind(kind), &body, &mut out).expect("body fits");
+        prop_assert_eq!(written, HEADER_BYTES + body.len() + MAC_BYTES, "same size as plaintext");
+        prop_assert!(out.len() <= DATAGRAM_BYTES_MAX);
+        prop_assert_eq!(out[5], FLAG_ENCRYPTED);
+        if body.len() >= 8 {
+            // Equal by chance with probability 2^-64 at most.
+            prop_assert_ne!(&out[HEADER_BYTES..HEADER_BYTES + body.len()], &body[..]);
+        }
+        let (header, opened) = open_in_place(CLUSTER, &encrypting(), &mut out).expect("own datagram opens");
+        prop_assert_eq!(opened, &body[..]);
+        prop_assert_eq!(header.kind, kind);
+        prop_assert_eq!(header.sender.get(), 42);
+        prop_assert_eq!(header.sequence.get(), 0);
+    }
+
+    #[test]
+    fn plaintext_round_trip_through_open_in_place(kind in 0u8..0xA0, body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut out = sealed(Kind(kind), &body);
+        let (header, opened) = open_in_place(CLUSTER, &keyring(), &mut out).expect("opens");
+        prop_assert_eq!(opened, &body[..]);
+        prop_assert_eq!(header.flags, 0);
+    }
+
+    #[test]
+    fn open_in_place_never_panics_on_garbage(mut bytes in proptest::collection::vec(any::<u8>(), 0..1_600), encrypt: bool, flags in 0u8..2) {
+        // Steer some inputs past the header checks so the tag paths run too.
+        if bytes.len() >= HEADER_BYTES {
+            bytes[..2].copy_from_slice(&MAGIC);
+            bytes[2] = PROTOCOL_VERSION;
+            bytes[3] &= 0x7F;
+            bytes[4] = 1;
+            bytes[5] = flags;
+            bytes[24..32].copy_from_slice(&CLUSTER.to_le_bytes());
+            let body_len = bytes.len().saturating_sub(HEADER_BYTES + MAC_BYTES) as u16;
+            bytes[8..10].copy_from_slice(&body_len.to_le_bytes());
+        }
+        let ring = keyring().with_encryption(encrypt);
+        prop_assert!(open_in_place(CLUSTER, &ring, &mut bytes).is_err());
+    }
+
+    #[test]
+    fn any_flipped_bit_of_an_encrypted_datagram_is_rejected(body in proptest::collection::vec(any::<u8>(), 0..64), bit in any::<usize>()) {
+        let mut datagram = sealed_encrypted(Kind::PING, &body);
+        let bit = bit % (datagram.len() * 8);
+        datagram[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(open_in_place(CLUSTER, &encrypting(), &mut datagram).is_err());
+    }
+}
+
+#[test]
+fn flipped_header_body_and_tag_bits_fail_authentication() {
+    let datagram = sealed_encrypted(Kind::ACK, b"confidential payload");
+    // Sequence (authenticated header), a body byte, a tag byte.
+    for at in [HEADER_BYTES - 1, HEADER_BYTES + 3, datagram.len() - 1] {
+        let mut bad = datagram.clone();
+        bad[at] ^= 0x01;
+        assert_eq!(
+            open_in_place(CLUSTER, &encrypting(), &mut bad),
+            Err(WireError::BadMac { key_id: 1 }),
+            "byte {at}"
+        );
+    }
+}
+
+#[test]
+fn ciphertext_hides_the_body_and_matches_the_documented_construction() {
+    let body = b"SET user:42 {\"email\":\"a@example.org\"}";
+    let datagram = sealed_encrypted(Kind(0x41), body);
+    let ciphertext = &datagram[HEADER_BYTES..HEADER_BYTES + body.len()];
+    assert_ne!(ciphertext, &body[..]);
+    assert!(!datagram.windows(5).any(|w| w == b"email"), "no cleartext");
+    // Independent decryption: key = derive_key(AEAD context, cluster key), nonce =
+    // sender ‖ epoch ‖ shard ‖ sequence[0..6], associated data = the header.
+    let key = blake3::derive_key(AEAD_KEY_CONTEXT, &[7; 32]);
+    assert_ne!(key, blake3::derive_key(MAC_KEY_CONTEXT, &[7; 32]));
+    let mut nonce = Vec::new();
+    nonce.extend_from_slice(&42u64.to_le_bytes());
+    nonce.extend_from_slice(&9u64.to_le_bytes());
+    nonce.extend_from_slice(&3u16.to_le_bytes());
+    nonce.extend_from_slice(&0u64.to_le_bytes()[..6]);
+    let mut plain = ciphertext.to_vec();
+    let tag = Tag::try_from(&datagram[datagram.len() - MAC_BYTES..]).expect("16 bytes");
+    XChaCha20Poly1305::new(&key.into())
+        .decrypt_inout_detached(
+            &XNonce::try_from(&nonce[..]).expect("24 bytes"),
+            &datagram[..HEADER_BYTES],
+            plain.as_mut_slice().into(),
+            &tag,
+        )
+        .expect("decrypts");
+    assert_eq!(plain, body);
+}
+
+#[test]
+fn each_form_is_rejected_by_a_node_configured_for_the_other() {
+    let mut plain = sealed(Kind::PING, b"x");
+    assert_eq!(
+        open_in_place(CLUSTER, &encrypting(), &mut plain),
+        Err(WireError::EncryptionMismatch {
+            sender: 42,
+            encrypted: false
+        })
+    );
+    let message = WireError::EncryptionMismatch {
+        sender: 42,
+        encrypted: false,
+    }
+    .to_string();
+    assert!(
+        message.starts_with("plaintext datagram from node 0x2a"),
+        "{message}"
+    );
+    let mut encrypted = sealed_encrypted(Kind::PING, b"x");
+    assert_eq!(
+        open_in_place(CLUSTER, &keyring(), &mut encrypted.clone()),
+        Err(WireError::EncryptionMismatch {
+            sender: 42,
+            encrypted: true
+        })
+    );
+    // The borrowing `open` cannot decrypt: it takes the plaintext form only.
+    assert!(matches!(
+        open(CLUSTER, &encrypting(), &encrypted),
+        Err(WireError::EncryptionMismatch { .. })
+    ));
+    // Clearing the flag of an encrypted datagram does not make it a valid plaintext one.
+    encrypted[5] = 0;
+    assert_eq!(
+        open_in_place(CLUSTER, &keyring(), &mut encrypted),
+        Err(WireError::BadMac { key_id: 1 })
+    );
+}
+
+#[test]
+fn encrypted_key_rotation_and_wrong_keys() {
+    let mut receiver = encrypting();
+    let mut sender = encrypting_sealer();
+    let mut old = Vec::new();
+    sender.seal(Kind::PING, b"old key", &mut old).expect("fits");
+    receiver.insert(2, [9; 32]).expect("room");
+    sender.keyring.insert(2, [9; 32]).expect("room");
+    sender.keyring.set_send_key(2).expect("present");
+    let mut new = Vec::new();
+    sender.seal(Kind::PING, b"new key", &mut new).expect("fits");
+    let mut copy = old.clone();
+    let (header, body) = open_in_place(CLUSTER, &receiver, &mut copy).expect("old key");
+    assert_eq!((header.key_id, body), (1, &b"old key"[..]));
+    let mut copy = new.clone();
+    let (header, body) = open_in_place(CLUSTER, &receiver, &mut copy).expect("new key");
+    assert_eq!((header.key_id, body), (2, &b"new key"[..]));
+    receiver.set_send_key(2).expect("present");
+    receiver.remove(1).expect("retired");
+    assert_eq!(
+        open_in_place(CLUSTER, &receiver, &mut old.clone()),
+        Err(WireError::UnknownKey { key_id: 1 })
+    );
+    // Same id, other key material.
+    let forger = Keyring::new(2, [8; 32]).with_encryption(true);
+    assert_eq!(
+        open_in_place(CLUSTER, &forger, &mut new),
+        Err(WireError::BadMac { key_id: 2 })
+    );
+}
+
+#[test]
+fn nonces_never_repeat_across_sequences_shards_epochs_and_senders() {
+    let mut seen = std::collections::HashSet::new();
+    let mut sealed_count = 0;
+    for (sender, shard, epoch) in [
+        (42, 0, 9),
+        (42, 1, 9),
+        (42, 0, 10),
+        (43, 0, 9),
+        (1 << 40, 0, 9),
+    ] {
+        let mut sealer = Sealer::new(CLUSTER, sender, shard, epoch, encrypting());
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            sealer
+                .seal(Kind::PING, b"same body", &mut out)
+                .expect("fits");
+            let (header, _) = Header::read_from_prefix(&out).expect("header");
+            assert!(seen.insert(nonce(&header)), "nonce reused: {header:?}");
+            sealed_count += 1;
+        }
+    }
+    assert_eq!(seen.len(), sealed_count);
+}
+
+#[test]
+fn encrypting_sealer_stops_before_the_nonce_sequence_wraps() {
+    let mut sealer = encrypting_sealer();
+    sealer.sequence_next = SEQUENCE_ENCRYPTED_MAX - 1;
+    let mut out = Vec::new();
+    sealer
+        .seal(Kind::PING, b"last", &mut out)
+        .expect("last one fits");
+    assert_eq!(
+        sealer.seal(Kind::PING, b"one more", &mut out),
+        Err(WireError::SequenceExhausted)
+    );
+    let mut plain = sealer.clone();
+    plain.keyring.set_encryption(false);
+    plain
+        .seal(Kind::PING, b"plaintext has no limit", &mut out)
+        .expect("fits");
+}
+
+#[test]
+fn a_forged_encrypted_datagram_never_reaches_the_replay_window() {
+    let mut guard = crate::gossip::replay::ReplayGuard::new(4);
+    let mut sender = encrypting_sealer();
+    let mut first = Vec::new();
+    sender.seal(Kind::PING, b"0", &mut first).expect("fits");
+    // A forger moves the sequence far ahead; open must reject it before the guard sees it.
+    let mut forged = first.clone();
+    forged[HEADER_BYTES - 2] = 0xFF;
+    let opened = open_in_place(CLUSTER, &encrypting(), &mut forged);
+    assert_eq!(opened, Err(WireError::BadMac { key_id: 1 }));
+    let (header, _) = open_in_place(CLUSTER, &encrypting(), &mut first).expect("genuine");
+    assert_eq!(
+        guard.accept(&header),
+        Ok(()),
+        "window not moved by the forgery"
+    );
 }

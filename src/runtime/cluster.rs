@@ -108,7 +108,8 @@ impl ClusterSettings {
         let keys = match &cluster.key_file {
             Some(path) => ClusterKeys::from_file(path).map_err(|e| e.to_string())?,
             None => ClusterKeys::derived(&cluster.cluster_id),
-        };
+        }
+        .with_encryption(cluster.encrypt);
         let partitions = u16::try_from(config.partitions)
             .map_err(|_| format!("partitions = {} exceeds 65535", config.partitions))?;
         let shards = u16::try_from(shards).map_err(|_| "too many shards".to_string())?;
@@ -475,7 +476,7 @@ impl ClusterShard {
         let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX + 1];
         loop {
             match socket.recv_from(&mut buffer).await {
-                Ok((len, from)) => self.on_datagram(from, &buffer[..len]),
+                Ok((len, from)) => self.on_datagram(from, &mut buffer[..len]),
                 Err(error) => {
                     tracing::debug!(shard = self.index, %error, "gossip receive failed");
                     glommio::timer::sleep(TICK_STEP).await;
@@ -586,9 +587,11 @@ impl ClusterShard {
         );
     }
 
-    fn on_datagram(self: &Rc<Self>, from: SocketAddr, datagram: &[u8]) {
+    fn on_datagram(self: &Rc<Self>, from: SocketAddr, datagram: &mut [u8]) {
         let metrics = &self.settings.metrics;
-        let (header, body) = match self.opener.open(datagram) {
+        let bytes = datagram.len();
+        // Decrypts in place when `[cluster] encrypt` is on.
+        let (header, body) = match self.opener.open_in_place(datagram) {
             Ok(opened) => opened,
             Err(error) => {
                 metrics.reject(Rejection::of(&error));
@@ -606,7 +609,7 @@ impl ClusterShard {
             return;
         }
         let kind = header.kind();
-        metrics.received(kind.0, datagram.len());
+        metrics.received(kind.0, bytes);
         let sender_shard = header.shard.get();
         if let Some(base) = from.port().checked_sub(sender_shard) {
             self.addrs

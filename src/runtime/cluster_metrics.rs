@@ -29,15 +29,18 @@ pub enum Rejection {
     Malformed = 4,
     /// Dropped by fault injection.
     Fault = 5,
+    /// Encrypted while this node is plaintext, or the reverse: `[cluster] encrypt` differs.
+    EncryptionMismatch = 6,
 }
 
-const REJECTION_NAMES: [&str; 6] = [
+const REJECTION_NAMES: [&str; 7] = [
     "bad_mac",
     "replayed",
     "wrong_cluster",
     "unknown_key",
     "malformed",
     "fault_injected",
+    "encryption_mismatch",
 ];
 
 impl Rejection {
@@ -48,6 +51,7 @@ impl Rejection {
             WireError::Replayed { .. } | WireError::TooOld { .. } => Rejection::Replayed,
             WireError::WrongCluster { .. } => Rejection::WrongCluster,
             WireError::UnknownKey { .. } => Rejection::UnknownKey,
+            WireError::EncryptionMismatch { .. } => Rejection::EncryptionMismatch,
             _ => Rejection::Malformed,
         }
     }
@@ -114,7 +118,7 @@ pub struct ClusterMetrics {
     /// Bytes received and accepted, by kind byte.
     pub bytes_received: [AtomicU64; 256],
     /// Datagrams dropped, by [`Rejection`].
-    pub rejected: [AtomicU64; 6],
+    pub rejected: [AtomicU64; 7],
     /// Accepted datagrams whose body failed to decode.
     pub decode_failures: AtomicU64,
     /// Datagrams that could not be sent (socket errors, unknown destination).

@@ -7,6 +7,11 @@
 //! restarting every node, then removing the old one, rotates keys). Without a key file the key
 //! is derived from the cluster id: that protects against mixing clusters by accident, not
 //! against an attacker.
+//!
+//! `[cluster] encrypt = true` ([`ClusterKeys::with_encryption`]) makes the keyring seal gossip
+//! datagrams with XChaCha20-Poly1305 and accept only encrypted ones (see
+//! [`crate::gossip::wire`]); it changes nothing in the key file, and key rotation works the
+//! same in both forms.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +27,7 @@ pub fn cluster_id_of(name: &str) -> u64 {
 pub struct ClusterKeys {
     keys: Vec<(u8, [u8; 32])>,
     send_key_id: u8,
+    encrypt: bool,
 }
 
 impl std::fmt::Debug for ClusterKeys {
@@ -32,6 +38,7 @@ impl std::fmt::Debug for ClusterKeys {
             .debug_struct("ClusterKeys")
             .field("key_ids", &ids)
             .field("send_key_id", &self.send_key_id)
+            .field("encrypt", &self.encrypt)
             .finish()
     }
 }
@@ -71,6 +78,7 @@ impl ClusterKeys {
         ClusterKeys {
             keys: vec![(0, key)],
             send_key_id: 0,
+            encrypt: false,
         }
     }
 
@@ -127,13 +135,28 @@ impl ClusterKeys {
             Some(id) => return Err((0, format!("send key {id} is not listed"))),
             None => keys[keys.len() - 1].0,
         };
-        Ok(ClusterKeys { keys, send_key_id })
+        Ok(ClusterKeys {
+            keys,
+            send_key_id,
+            encrypt: false,
+        })
     }
 
-    /// The gossip keyring (every key accepted, the send key seals).
+    /// These keys with gossip encryption on or off (`[cluster] encrypt`; default off).
+    pub fn with_encryption(mut self, encrypt: bool) -> ClusterKeys {
+        self.encrypt = encrypt;
+        self
+    }
+
+    /// Whether gossip datagrams are encrypted.
+    pub fn encrypts(&self) -> bool {
+        self.encrypt
+    }
+
+    /// The gossip keyring (every key accepted, the send key seals, encrypted if configured).
     pub fn keyring(&self) -> Keyring {
         let (send_id, send_key) = self.send_key();
-        let mut ring = Keyring::new(send_id, send_key);
+        let mut ring = Keyring::new(send_id, send_key).with_encryption(self.encrypt);
         for (id, key) in &self.keys {
             // At most KEYS_MAX distinct ids (checked when parsed): insert cannot fail.
             let inserted = ring.insert(*id, *key);
@@ -197,6 +220,10 @@ mod tests {
         let keys = ClusterKeys::parse(&format!("1 {a}\n2 {b}\nsend 1\n")).expect("valid");
         assert_eq!(keys.send_key(), (1, [0x11; 32]));
         assert_eq!(keys.keyring().key_ids().count(), 2);
+        assert!(!keys.keyring().encrypts(), "plaintext unless configured");
+        let keys = keys.with_encryption(true);
+        assert!(keys.encrypts() && keys.keyring().encrypts());
+        assert_eq!(keys.keyring().send_key_id(), 1, "same keys either way");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Clusters of real `starling` processes on loopback: membership and failure detection,
 //! dissemination (including a value that must go over the TCP transfer stream), restart and
-//! late-join catch-up, partition and heal, `ack = peers:k`, and rejected datagrams.
+//! late-join catch-up, partition and heal, `ack = peers:k`, rejected datagrams, and a cluster
+//! with encrypted gossip.
 //!
 //! Intervals are shortened through the config file (gossip 50 ms, probes 100 ms, sync 500 ms)
 //! so every test finishes in seconds; the bounds below are generous multiples of those.
@@ -573,4 +574,38 @@ fn forged_replayed_and_foreign_datagrams_are_dropped_and_counted() {
         1
     );
     assert!(Path::new(&cluster.members[0].data).exists());
+}
+
+#[test]
+fn an_encrypted_cluster_replicates_and_drops_plaintext_datagrams() {
+    use starling::gossip::wire::{Kind, Sealer};
+    use starling::runtime::keys::{ClusterKeys, cluster_id_of};
+    let mut cluster = Cluster::new();
+    cluster.add("encrypt = true");
+    cluster.add("encrypt = true");
+    cluster.wait_formed();
+    let () = cluster
+        .node(0)
+        .connection()
+        .set("secret", "sealed")
+        .expect("SET");
+    wait_for(CONVERGE, "the write on node 1", || {
+        get(cluster.node(1), "secret").as_deref() == Some(&b"sealed"[..])
+    });
+    // A plaintext datagram, correctly MACed with the cluster key, is still refused.
+    let keys = ClusterKeys::derived(&cluster.name);
+    let mut sealer = Sealer::new(cluster_id_of(&cluster.name), 0xfeed, 0, 1, keys.keyring());
+    let mut plain = Vec::new();
+    sealer.seal(Kind(0x41), &[0], &mut plain).expect("seal");
+    let target = SocketAddr::from(([127, 0, 0, 1], cluster.members[1].gossip));
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(&plain, target).expect("send");
+    let node = cluster.node(1);
+    wait_for(CONVERGE, "the plaintext datagram to be counted", || {
+        metric(
+            node,
+            "starling_gossip_datagrams_rejected_total",
+            "reason=\"encryption_mismatch\"",
+        ) == 1
+    });
 }
