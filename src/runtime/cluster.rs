@@ -60,6 +60,8 @@ const TICK_STEP: Duration = Duration::from_millis(10);
 const HOUSEKEEPING_MS: u64 = 1_000;
 /// Name of the heartbeat file in the data dir (unix ms of the last contact with the cluster).
 pub const HEARTBEAT_FILE: &str = "cluster-heartbeat";
+/// File in the data dir holding the last gossip epoch this node used.
+pub const EPOCH_FILE: &str = "gossip-epoch";
 
 /// Node-wide cluster settings, resolved once before the shards start.
 pub struct ClusterSettings {
@@ -165,7 +167,7 @@ impl ClusterSettings {
             ack_timeout_ms: cluster.ack_timeout_ms,
             tick_ms: cluster.gossip_interval_ms,
             gc_grace_ms: cluster.gc_grace_secs.saturating_mul(1000),
-            epoch: wall_clock_ms(),
+            epoch: next_epoch(&config.data_dir.join(EPOCH_FILE), wall_clock_ms())?,
             partitions,
             shards,
             metrics: Arc::new(ClusterMetrics::new(usize::from(shards))),
@@ -178,6 +180,31 @@ impl ClusterSettings {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64 + 1
     }
+}
+
+/// This start's gossip epoch: the wall clock in ms, but always above the last epoch recorded
+/// in `path`, which is then updated durably. Peers take a restarted sequence as a replay unless
+/// the epoch grew, and with `encrypt` a repeated (epoch, sequence) would repeat an AEAD nonce:
+/// so a clock set back (or a machine without a hardware clock) must not bring an epoch back.
+fn next_epoch(path: &Path, wall_ms: u64) -> Result<u64, String> {
+    let last = match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "{}: not a gossip epoch ({text:?}); remove it to start anew",
+                path.display()
+            )
+        })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => return Err(format!("reading {}: {error}", path.display())),
+    };
+    let epoch = wall_ms.max(last + 1);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(path)?;
+        std::io::Write::write_all(&mut file, epoch.to_string().as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|error| format!("writing {}: {error}", path.display()))?;
+    Ok(epoch)
 }
 
 fn resolve_seeds(join: &[String], advertise: SocketAddr) -> Vec<SocketAddr> {
@@ -992,5 +1019,24 @@ fn event_name(event: &membership::MemberEvent) -> &'static str {
         E::Recovered(_) => "recovered",
         E::Died(_) => "died",
         E::Left(_) => "left",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gossip_epoch_only_grows_even_when_the_clock_goes_back() {
+        let dir = crate::test_tempdir();
+        let path = dir.path().join(EPOCH_FILE);
+        assert_eq!(next_epoch(&path, 1_000), Ok(1_000));
+        assert_eq!(next_epoch(&path, 5_000), Ok(5_000));
+        // The clock went back (or stands still): the epoch still grows.
+        assert_eq!(next_epoch(&path, 4_000), Ok(5_001));
+        assert_eq!(next_epoch(&path, 5_001), Ok(5_002));
+        std::fs::write(&path, "garbage").expect("write");
+        let error = next_epoch(&path, 9_000).expect_err("corrupt file");
+        assert!(error.contains("not a gossip epoch"), "{error}");
     }
 }
