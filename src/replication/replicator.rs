@@ -248,7 +248,21 @@ enum Purpose {
         delegations: Vec<Delegation>,
     },
     Sync,
+    /// A page of a bulk catch-up (its newer entries are counted).
+    CatchUp,
 }
+
+/// The last bulk catch-up (how much it brought is `Replicator::catch_up_applied`, which
+/// its final page's apply may still raise after it ended).
+#[derive(Debug)]
+struct LastCatchUp {
+    from: NodeId,
+    ended_ms: u64,
+}
+
+/// Sync intervals to wait before pulling again from a peer whose last catch-up brought fewer
+/// than `bulk_threshold` newer entries.
+pub const USELESS_CATCH_UP_BACKOFF: u64 = 10;
 
 #[derive(Debug)]
 struct Pending {
@@ -275,7 +289,9 @@ pub struct Replicator {
     /// Pull pages in flight (token → peer shard) of the current bulk catch-up.
     pulls: BTreeMap<u64, Peer>,
     /// When the last bulk catch-up ended (another waits a sync interval).
-    catch_up_ended_ms: Option<u64>,
+    last_catch_up: Option<LastCatchUp>,
+    /// Newer entries applied by the current (or last) catch-up.
+    catch_up_applied: u64,
     pending: BTreeMap<u64, Pending>,
     token_next: u64,
     owned: Vec<u16>,
@@ -315,7 +331,8 @@ impl Replicator {
             acks_out: BTreeMap::new(),
             waits: Vec::new(),
             pulls: BTreeMap::new(),
-            catch_up_ended_ms: None,
+            last_catch_up: None,
+            catch_up_applied: 0,
             pending: BTreeMap::new(),
             token_next: 0,
             owned,
@@ -686,19 +703,28 @@ impl Replicator {
         Ok(())
     }
 
-    /// Digests differ: run a CPISync session (we initiate) or list our elements.
     /// Starts pulling everything this shard owns from `node`'s shards that hold any of it,
-    /// unless a catch-up runs or ended less than a sync interval ago.
+    /// unless a catch-up runs or the last one ended less than a sync interval ago, or less
+    /// than [`USELESS_CATCH_UP_BACKOFF`] intervals ago if it was from the same peer and
+    /// brought fewer than `bulk_threshold` newer entries: counts can stay apart for reasons a
+    /// pull does not fix (say, tombstones one side has collected and the other not yet), and
+    /// pulling a whole shard every interval for them would be a traffic storm.
     fn start_catch_up(&mut self, now_ms: u64, node: NodeId, view: &[PeerInfo]) {
-        let interval_ms = self.config.sync_interval_ms;
-        let recent = (self.catch_up_ended_ms).is_some_and(|ended| now_ms < ended + interval_ms);
+        if let Some(last) = &self.last_catch_up {
+            let useless = last.from == node && self.catch_up_applied < self.config.bulk_threshold;
+            let intervals = if useless { USELESS_CATCH_UP_BACKOFF } else { 1 };
+            if now_ms < last.ended_ms + intervals * self.config.sync_interval_ms {
+                return;
+            }
+        }
         let Some(peer) = view.iter().find(|peer| peer.node == node) else {
             return;
         };
-        if !self.pulls.is_empty() || recent {
+        if !self.pulls.is_empty() {
             return;
         }
         self.stats.catch_ups += 1;
+        self.catch_up_applied = 0;
         let (partitions, shards, shard) = (
             self.config.partitions,
             self.config.shards,
@@ -742,13 +768,18 @@ impl Replicator {
         self.stats.pull_entries += entries.len() as u64;
         match entries.last() {
             Some(last) if more => self.request_page(from, Some(last.key.clone())),
-            _ if self.pulls.is_empty() => self.catch_up_ended_ms = Some(now_ms),
+            _ if self.pulls.is_empty() => {
+                self.last_catch_up = Some(LastCatchUp {
+                    from: from.node,
+                    ended_ms: now_ms,
+                });
+            }
             _ => {}
         }
         let token = self.token_next;
         self.token_next += 1;
         let pending = Pending {
-            purpose: Purpose::Sync,
+            purpose: Purpose::CatchUp,
             inline: Vec::new(),
             observed: Vec::new(),
         };
@@ -756,6 +787,7 @@ impl Replicator {
         self.fetched(now_ms, token, entries, context);
     }
 
+    /// Digests differ: run a CPISync session (we initiate) or list our elements.
     fn find_difference(&mut self, now_ms: u64, peer: Peer, partition: u16, store: &dyn Store) {
         match self.config.anti_entropy {
             AntiEntropyMode::CpisyncKept | AntiEntropyMode::Cpisync => {
@@ -885,7 +917,7 @@ impl Replicator {
     fn batch_pending(&self, batch: u64) -> bool {
         self.pending.values().any(|pending| match &pending.purpose {
             Purpose::Rumor { delegations, .. } => delegations.iter().any(|d| d.batch == batch),
-            Purpose::Sync => false,
+            Purpose::Sync | Purpose::CatchUp => false,
         })
     }
 
@@ -1001,6 +1033,9 @@ impl Replicator {
         }
         let written = newer.iter().filter(|&&newer| newer).count() as u64;
         self.stats.entries_applied += written;
+        if matches!(pending.purpose, Purpose::CatchUp) {
+            self.catch_up_applied += written;
+        }
         self.stats.entries_duplicate += newer.len() as u64 - written;
         self.finish(now_ms, pending.purpose, context);
     }

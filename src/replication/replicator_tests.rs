@@ -739,3 +739,73 @@ fn a_peer_far_ahead_offers_its_digest_and_the_node_behind_pulls() {
     );
     assert_eq!(behind.stats().catch_ups, 1);
 }
+
+/// A catch-up that brought (almost) nothing is not repeated every interval: counts can stay
+/// apart for reasons a pull does not fix, and each pull reads a whole shard.
+#[test]
+fn a_useless_catch_up_backs_off_and_a_useful_one_does_not() {
+    use super::replicator::USELESS_CATCH_UP_BACKOFF;
+    let config = Config {
+        bulk_threshold: 10,
+        sync_interval_ms: 1_000,
+        ..unlingered()
+    };
+    let store = MemStore::new(PARTITIONS);
+    let view = vec![PeerInfo::new(0, 1)];
+    let ahead = Peer { node: 0, shard: 0 };
+    let far_ahead = Message::SyncDigest {
+        partition: 0,
+        digest: super::wire::Digest { count: 400, sum: 1 },
+    };
+    let pulls = |replicator: &mut Replicator, now_ms: u64| -> Vec<u64> {
+        let context = Context {
+            store: &store,
+            view: &view,
+        };
+        let body = far_ahead.to_bytes();
+        (replicator.receive(now_ms, ahead, far_ahead.kind(), &body, context)).expect("valid");
+        (replicator.actions())
+            .filter_map(|action| match action {
+                Action::Pull { token, .. } => Some(token),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut behind = Replicator::new(config, 1, 2);
+    let context = Context {
+        store: &store,
+        view: &view,
+    };
+    // First catch-up: the peer serves nothing new.
+    let tokens = pulls(&mut behind, 0);
+    assert_eq!(tokens.len(), 1);
+    behind.pulled(10, tokens[0], Vec::new(), false, context);
+    assert!(
+        pulls(&mut behind, 2_000).is_empty(),
+        "retried after 2 intervals"
+    );
+    let later = 10 + USELESS_CATCH_UP_BACKOFF * 1_000;
+    let tokens = pulls(&mut behind, later);
+    assert_eq!(tokens.len(), 1, "not retried after the back-off");
+    // This one brings 20 newer entries: the next may come one interval later.
+    let entries: Vec<Entry> = (0..20u64)
+        .map(|i| Entry {
+            key: format!("n{i}").into_bytes(),
+            value: Some(vec![1]),
+            version: Version { hlc: 5, node: 0 },
+        })
+        .collect();
+    behind.pulled(later, tokens[0], entries, false, context);
+    let applies: Vec<(u64, usize)> = (behind.actions())
+        .filter_map(|action| match action {
+            Action::Apply { token, entries } => Some((token, entries.len())),
+            _ => None,
+        })
+        .collect();
+    let owned = applies.iter().map(|(_, n)| n).sum::<usize>();
+    assert!(owned >= 10, "{applies:?}");
+    for (token, count) in applies {
+        behind.applied(later, token, &vec![true; count], context);
+    }
+    assert_eq!(pulls(&mut behind, later + 1_500).len(), 1);
+}
