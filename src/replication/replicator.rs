@@ -213,7 +213,7 @@ pub struct Stats {
     pub catch_ups: u64,
     /// Digests sent back to a peer far behind us, so that it pulls.
     pub catch_up_offers: u64,
-    /// Pull pages received, and the entries in them.
+    /// Pull pages received.
     pub pull_pages: u64,
     /// Entries received in pull pages (only the newer ones are applied).
     pub pull_entries: u64,
