@@ -385,27 +385,40 @@ fn a_restarted_node_rejoins_and_catches_up() {
     );
 }
 
-#[test]
-fn a_late_joiner_gets_the_whole_dataset() {
+/// Forms a two-node cluster, writes `chunks` × 100 keys `k{chunk}:{i}` = `value {chunk} {i}`
+/// through node 0, then adds a third node with `extra` config and waits until it holds them
+/// all. Returns the cluster and the joiner's index.
+fn late_joiner(chunks: usize, extra: &str) -> (Cluster, usize) {
     let mut cluster = Cluster::new();
     cluster.add("");
     cluster.add("");
     cluster.wait_formed();
     let mut c = cluster.node(0).connection();
-    for chunk in 0..10 {
+    for chunk in 0..chunks {
         let pairs: Vec<(String, String)> = (0..100)
             .map(|i| (format!("k{chunk}:{i}"), format!("value {chunk} {i}")))
             .collect();
         let () = c.mset(&pairs).expect("MSET");
     }
-    let joiner = cluster.add("");
+    let keys = chunks as u64 * 100;
+    let joiner = cluster.add(extra);
     let joined = Instant::now();
-    wait_for(CONVERGE, "the late joiner holds all 1000 keys", || {
-        let mut c = cluster.node(joiner).connection();
-        let size: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
-        size == 1000
-    });
-    eprintln!("late joiner received 1000 keys in {:?}", joined.elapsed());
+    wait_for(
+        CONVERGE,
+        &format!("the late joiner holds all {keys} keys"),
+        || {
+            let mut c = cluster.node(joiner).connection();
+            let size: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+            size == keys
+        },
+    );
+    eprintln!("late joiner received {keys} keys in {:?}", joined.elapsed());
+    (cluster, joiner)
+}
+
+#[test]
+fn a_late_joiner_gets_the_whole_dataset() {
+    let (cluster, joiner) = late_joiner(10, "");
     assert_eq!(
         get(cluster.node(joiner), "k7:42").as_deref(),
         Some(&b"value 7 42"[..])
@@ -416,28 +429,12 @@ fn a_late_joiner_gets_the_whole_dataset() {
 /// data page by page over the TCP transfer stream instead of reconciling it.
 #[test]
 fn a_late_joiner_far_behind_pulls_the_dataset_in_bulk() {
-    let mut cluster = Cluster::new();
-    cluster.add("");
-    cluster.add("");
-    cluster.wait_formed();
-    let mut c = cluster.node(0).connection();
-    for chunk in 0..30 {
-        let pairs: Vec<(String, String)> = (0..100)
-            .map(|i| (format!("b{chunk}:{i}"), format!("bulk {chunk} {i}")))
-            .collect();
-        let () = c.mset(&pairs).expect("MSET");
-    }
-    let joiner = cluster.add("bulk_threshold = 2");
-    wait_for(CONVERGE, "the late joiner holds all 3000 keys", || {
-        let mut c = cluster.node(joiner).connection();
-        let size: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
-        size == 3000
-    });
+    let (cluster, joiner) = late_joiner(30, "bulk_threshold = 2");
     let node = cluster.node(joiner);
     assert!(metric(node, "starling_replication_catch_ups_total", "") >= 1);
     let pulled = metric(node, "starling_replication_pull_entries_total", "");
     assert!(pulled >= 1_000, "only {pulled} entries came in bulk");
-    assert_eq!(get(node, "b29:99").as_deref(), Some(&b"bulk 29 99"[..]));
+    assert_eq!(get(node, "k29:99").as_deref(), Some(&b"value 29 99"[..]));
 }
 
 #[test]
