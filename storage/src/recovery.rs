@@ -15,7 +15,7 @@ use crate::memtable::Memtable;
 use crate::notify::Notify;
 use crate::sst::reader::Table;
 use crate::sst::residency::Residency;
-use crate::types::Options;
+use crate::types::{Durability, Options};
 use crate::wal::replay::replay_file;
 use crate::wal::writer::{Segment, WalShared, WalWriter, parse_segment_name, segment_path};
 
@@ -85,7 +85,14 @@ impl Engine {
             _lock: lock,
         });
         replay_wal(&inner, &segments)?;
-        let segment = Segment::create(&dir, next_segment, inner.options.wal_segment_bytes).await?;
+        let zero_fill = inner.options.durability == Durability::Sync;
+        let segment = Segment::create(
+            &dir,
+            next_segment,
+            inner.options.wal_segment_bytes,
+            zero_fill,
+        )
+        .await?;
         Ok(start_tasks(inner, segment))
     }
 }

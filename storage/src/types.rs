@@ -254,7 +254,8 @@ pub struct LevelStats {
 pub struct Stats {
     /// Key+value bytes of applied entries.
     pub bytes_user: u64,
-    /// Bytes written to the WAL (including alignment rewrites of the tail block).
+    /// Bytes written to the WAL (including alignment rewrites of the tail block and, in
+    /// `Durability::Sync`, the zeros written ahead of the log).
     pub bytes_written_wal: u64,
     /// Bytes of tables written by memtable flushes.
     pub bytes_written_flush: u64,

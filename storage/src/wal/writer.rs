@@ -12,6 +12,15 @@
 //! (4 split the group commit into too many small syncs: SET −30 %). Writes that arrive meanwhile
 //! accumulate in the next open chunk: that is the group commit.
 //!
+//! In `Durability::Sync` a segment is also kept written with zeros a little ahead of the log
+//! ([`ZERO_FILL_BYTES`] at a time, in a task of its own, never overlapping a log write): on
+//! ext4 a write into `fallocate`d (unwritten) blocks must convert the extent when it completes,
+//! and the fdatasync after it must commit that change to the journal; a write over blocks that
+//! are already written is a plain data write and its fdatasync little more than a cache flush.
+//! Measured through the node (dev VM, 2 shards, SET load): WAL write 1.3 → 0.6 ms, fdatasync
+//! 1.4 → 0.9 ms, SET +25–50 % on a loaded box. The log's format is unchanged: zeros are what
+//! replay already reads past the end of an unwritten segment.
+//!
 //! A failed write fails its tickets (`DiskFull` on ENOSPC), keeps the bytes and retries them
 //! first on the next round, so the log never has holes and the engine stays usable. A failed
 //! sync does the same for every written chunk not yet covered by a successful sync; syncs that
@@ -42,6 +51,9 @@ pub const LAZY_CHUNK_BYTES: usize = 1 << 20;
 const FAILED_KEPT: usize = 4096;
 /// Most fdatasyncs of one WAL in flight at once (2 measured best; see the module docs).
 pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
+/// Bytes of zeros written per fill ahead of the log (`Durability::Sync`); the fill keeps
+/// between one and two of these ahead of the log's end.
+pub const ZERO_FILL_BYTES: u64 = 1 << 20;
 
 /// The file name of segment `number`.
 pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -249,16 +261,90 @@ pub struct WalShared {
 
 /// An open segment and the write position in it.
 pub struct Segment {
-    /// Shared with the sync tasks in flight.
+    /// Shared with the sync and zero-fill tasks in flight.
     file: Rc<DmaFile>,
     path: PathBuf,
     offset: u64,
     tail: Vec<u8>,
+    /// Zeros ahead of the log (`None`: the segment stays as `fallocate` left it).
+    fill: Option<ZeroFill>,
+}
+
+/// Keeps the blocks just ahead of the log written with zeros. **Invariant:** a fill covers
+/// only blocks at or past the end of every log write issued so far, and a log write that would
+/// reach into a running fill first waits for it, so the two never overlap (overlapping
+/// `O_DIRECT` writes may land in either order).
+struct ZeroFill {
+    /// Every block below this offset is written (log bytes or zeros).
+    written: u64,
+    /// The preallocated size: nothing is filled past it.
+    size: u64,
+    /// The fill in flight: where it starts, where it ends, and its task (`true`: all written).
+    running: Option<(u64, u64, glommio::Task<bool>)>,
+    /// Zero bytes written and not yet reported to the counters.
+    unreported: u64,
+}
+
+impl ZeroFill {
+    /// Takes the result of the running fill if it finished, or waits for it if a log write up
+    /// to `end` would reach into it.
+    async fn settle(&mut self, end: u64) {
+        let Some((from, to, mut task)) = self.running.take() else {
+            return;
+        };
+        let done = if end > from {
+            Some((&mut task).await)
+        } else {
+            futures_lite::future::poll_once(&mut task).await
+        };
+        match done {
+            Some(true) => {
+                self.written = self.written.max(to);
+                self.unreported += to - from;
+            }
+            Some(false) => {
+                // Only an optimisation: later writes go to unwritten blocks, as without it.
+                tracing::warn!("zero fill of a WAL segment failed; not filling it further");
+                self.size = 0;
+            }
+            None => self.running = Some((from, to, task)),
+        }
+    }
+
+    /// After a log write that ended at `end`: starts the next fill if less than one
+    /// [`ZERO_FILL_BYTES`] is left ahead of the log.
+    fn keep_ahead(&mut self, file: &Rc<DmaFile>, end: u64) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some((from, to)) = next_fill(self.written, end, self.size) else {
+            return;
+        };
+        let file = Rc::clone(file);
+        let task = glommio::spawn_local(async move {
+            let len = (to - from) as usize;
+            let mut buffer = file.alloc_dma_buffer(len);
+            buffer.as_bytes_mut().fill(0);
+            matches!(file.write_at(buffer, from).await, Ok(written) if written == len)
+        });
+        self.running = Some((from, to, task));
+    }
+}
+
+/// The next range to fill with zeros, given that every block below `written` is written, the
+/// log's writes end at `end` and the segment's preallocated size is `size`: it starts at or
+/// past `end` (never under a log write) and is due only when less than one
+/// [`ZERO_FILL_BYTES`] is left ahead of the log.
+fn next_fill(written: u64, end: u64, size: u64) -> Option<(u64, u64)> {
+    let from = written.max(end);
+    (from < size && from < end + ZERO_FILL_BYTES)
+        .then(|| (from, (from + ZERO_FILL_BYTES).min(size)))
 }
 
 impl Segment {
-    /// Creates and preallocates segment `number`.
-    pub async fn create(dir: &Path, number: u64, bytes: u64) -> Result<Segment> {
+    /// Creates and preallocates segment `number`; `zero_fill` keeps it written with zeros
+    /// ahead of the log (see the module docs).
+    pub async fn create(dir: &Path, number: u64, bytes: u64, zero_fill: bool) -> Result<Segment> {
         let path = segment_path(dir, number);
         let file = OpenOptions::new()
             .read(true)
@@ -277,19 +363,37 @@ impl Segment {
             ));
         }
         crate::manifest::sync_dir(dir)?;
+        let file = Rc::new(file);
+        let fill = zero_fill.then(|| {
+            let mut fill = ZeroFill {
+                written: 0,
+                size: bytes - bytes % ALIGN as u64,
+                running: None,
+                unreported: 0,
+            };
+            fill.keep_ahead(&file, 0);
+            fill
+        });
         Ok(Segment {
-            file: Rc::new(file),
+            file,
             path,
             offset: 0,
             tail: Vec::new(),
+            fill,
         })
     }
 
-    /// Writes `bytes` at the logical end; returns physical bytes written.
+    /// Writes `bytes` at the logical end; returns physical bytes written (with the zero fill
+    /// that completed meanwhile).
     async fn write(&mut self, bytes: &[u8]) -> Result<u64> {
         let start = self.offset - self.tail.len() as u64;
         let total = self.tail.len() + bytes.len();
+        let end = start + total.next_multiple_of(ALIGN) as u64;
         let mut physical = 0u64;
+        if let Some(fill) = &mut self.fill {
+            fill.settle(end).await;
+            physical += std::mem::take(&mut fill.unreported);
+        }
         let mut done = 0usize;
         while done < total {
             let len = (total - done).min(WRITE_BYTES_MAX);
@@ -329,6 +433,9 @@ impl Segment {
         self.tail = tail;
         self.offset += bytes.len() as u64;
         assert_eq!(self.offset % ALIGN as u64, (self.tail.len() % ALIGN) as u64);
+        if let Some(fill) = &mut self.fill {
+            fill.keep_ahead(&self.file, end);
+        }
         Ok(physical)
     }
 
@@ -339,9 +446,12 @@ impl Segment {
             .map_err(|e| Error::glommio(format!("syncing WAL {}", self.path.display()), e))
     }
 
-    async fn close(self) {
+    async fn close(mut self) {
+        if let Some((_, _, task)) = self.fill.as_mut().and_then(|fill| fill.running.take()) {
+            task.await;
+        }
         // The sync tasks hold clones only while a sync runs; the writer closes a segment only
-        // after they drained, so this is the last handle.
+        // after they drained and the fill was awaited, so this is the last handle.
         if let Ok(file) = Rc::try_unwrap(self.file) {
             let _ = file.close().await;
         }
@@ -464,7 +574,8 @@ impl WalWriter {
         self.count_sync(batches);
         self.shared.progress.notify_all();
         let number = roll.unwrap_or_default();
-        match Segment::create(&self.dir, number, self.segment_bytes).await {
+        let zero_fill = self.durability == Durability::Sync;
+        match Segment::create(&self.dir, number, self.segment_bytes, zero_fill).await {
             Ok(next) => {
                 let old = std::mem::replace(&mut self.segment, next);
                 old.close().await;
@@ -614,6 +725,92 @@ mod tests {
         );
         assert!(queue.unsynced.is_empty());
         assert!(matches!(queue.outcome(3), Some(Ok(()))));
+    }
+
+    #[test]
+    fn zero_fills_start_at_or_past_the_log_and_stay_within_the_segment() {
+        const MIB: u64 = ZERO_FILL_BYTES;
+        assert_eq!(next_fill(0, 0, 4 * MIB), Some((0, MIB)), "a new segment");
+        assert_eq!(
+            next_fill(MIB, 8192, 4 * MIB),
+            Some((MIB, 2 * MIB)),
+            "less than one fill ahead: the next one is due"
+        );
+        assert_eq!(
+            next_fill(2 * MIB, 8192, 4 * MIB),
+            None,
+            "more than one fill ahead: nothing to do"
+        );
+        assert_eq!(
+            next_fill(MIB, MIB + 4096, 4 * MIB),
+            Some((MIB + 4096, 2 * MIB + 4096)),
+            "the log outran the fill: the next fill starts past the log, never under it"
+        );
+        assert_eq!(
+            next_fill(3 * MIB, 3 * MIB - 4096, 3 * MIB + 8192),
+            Some((3 * MIB, 3 * MIB + 8192)),
+            "the last fill stops at the preallocated size"
+        );
+        assert_eq!(next_fill(4 * MIB, 4 * MIB, 4 * MIB), None, "segment full");
+    }
+
+    /// A data dir on the real disk (next to the test binary, under the target dir: tmpfs has
+    /// no `O_DIRECT`).
+    fn disk_tempdir() -> tempfile::TempDir {
+        let exe = std::env::current_exe().expect("test binary path");
+        tempfile::tempdir_in(exe.parent().expect("binary dir")).expect("tempdir")
+    }
+
+    #[test]
+    fn log_writes_interleaved_with_zero_fills_read_back_intact() {
+        let dir = disk_tempdir();
+        let path = dir.path().to_path_buf();
+        let size = 3 * ZERO_FILL_BYTES + 8192;
+        let (expected, physical) = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut segment = Segment::create(&path, 1, size, true).await.expect("create");
+                let fill = segment.fill.as_mut().expect("zero fill on");
+                assert!(
+                    fill.running.is_some(),
+                    "a new segment starts its first fill"
+                );
+                fill.settle(ALIGN as u64).await;
+                assert!(
+                    fill.running.is_none() && fill.written == ZERO_FILL_BYTES,
+                    "a write into the running fill waits for it"
+                );
+                let mut expected = Vec::new();
+                let mut physical = 0;
+                // Odd-sized writes: every one rewrites a partial tail block, and together
+                // they cross every fill boundary while fills run.
+                for i in 0..700u32 {
+                    let piece = vec![(i % 251) as u8 + 1; 3000 + (i as usize * 7) % 1500];
+                    physical += segment.write(&piece).await.expect("write");
+                    expected.extend_from_slice(&piece);
+                }
+                let fill = segment.fill.as_ref().expect("zero fill on");
+                assert!(
+                    fill.written >= expected.len() as u64,
+                    "the fill kept ahead of the log"
+                );
+                segment.sync().await.expect("sync");
+                segment.close().await;
+                (expected, physical)
+            })
+            .expect("executor")
+            .join()
+            .expect("executor thread");
+        let file = std::fs::read(segment_path(dir.path(), 1)).expect("read segment");
+        assert_eq!(file.len() as u64, size);
+        assert!(file[..expected.len()] == expected[..], "log bytes intact");
+        assert!(
+            file[expected.len()..].iter().all(|b| *b == 0),
+            "zeros past the log"
+        );
+        assert!(
+            physical >= expected.len() as u64 + ZERO_FILL_BYTES,
+            "zero fills are counted as WAL bytes written ({physical})"
+        );
     }
 
     #[test]
