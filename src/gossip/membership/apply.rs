@@ -26,7 +26,7 @@ impl Membership {
         if incoming.id == self.me.id {
             return self.apply_about_self(&incoming);
         }
-        let Some(&index) = self.index.get(&incoming.id) else {
+        let Some(index) = self.index.get(incoming.id, &self.slots) else {
             return self.learn_member(incoming, now);
         };
         let current = self.slots[index].member;
@@ -50,11 +50,11 @@ impl Membership {
             return false;
         }
         let index = self.slots.len();
+        self.index.insert(incoming.id, index, &self.slots);
         self.slots.push(Slot {
             member: incoming,
             since_ms: now,
         });
-        self.index.insert(incoming.id, index);
         self.live_count += 1;
         self.add_to_probe_order(incoming.id);
         self.push_event(MemberEvent::Joined(incoming));
@@ -199,7 +199,7 @@ impl Membership {
                 break;
             }
             self.reap_queue.pop_front();
-            let Some(&index) = self.index.get(&id) else {
+            let Some(index) = self.index.get(id, &self.slots) else {
                 continue;
             };
             let slot = self.slots[index];
@@ -210,14 +210,14 @@ impl Membership {
     }
 
     fn remove_slot(&mut self, index: usize) {
-        let removed = self.slots.swap_remove(index);
         assert!(
-            !removed.member.state.is_live(),
+            !self.slots[index].member.state.is_live(),
             "only gone members are forgotten"
         );
-        self.index.remove(&removed.member.id);
+        self.index.remove(self.slots[index].member.id, &self.slots);
+        self.slots.swap_remove(index);
         if let Some(moved) = self.slots.get(index) {
-            self.index.insert(moved.member.id, index);
+            self.index.repoint(moved.member.id, self.slots.len(), index);
         }
         debug_assert_eq!(self.index.len(), self.slots.len());
     }
@@ -275,7 +275,7 @@ impl Membership {
             let Some(mut suspicion) = self.suspicions.remove(&id) else {
                 continue;
             };
-            let Some(&index) = self.index.get(&id) else {
+            let Some(index) = self.index.get(id, &self.slots) else {
                 continue;
             };
             let current = self.slots[index].member;
@@ -335,7 +335,7 @@ impl Membership {
 
     /// Our own verdict after a failed probe.
     pub(super) fn suspect(&mut self, id: NodeId, now: u64) {
-        let Some(&index) = self.index.get(&id) else {
+        let Some(index) = self.index.get(id, &self.slots) else {
             return;
         };
         let current = self.slots[index].member;

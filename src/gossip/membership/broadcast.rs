@@ -5,9 +5,10 @@
 //! `TransmitLimitedQueue`), and dropped after the retransmit limit λ·ceil(log10(N+1)).
 //! **Invariant:** `order` and `entries` always hold the same members; length ≤ `capacity`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::codec::{Update, update_bytes};
+use super::index::IdHasherBuilder;
 use crate::gossip::wire::NodeId;
 
 /// (transmissions so far, reverse insertion number): smaller is served first.
@@ -15,22 +16,27 @@ type Priority = (u32, u64);
 
 #[derive(Debug)]
 pub(super) struct BroadcastQueue {
-    order: BTreeMap<Priority, NodeId>,
-    entries: HashMap<NodeId, (Priority, Update)>,
+    /// Serving order, with what `take` needs to choose (member, encoded size) so that
+    /// scanning it touches no other memory.
+    order: BTreeMap<Priority, (NodeId, u8)>,
+    entries: hashbrown::HashMap<NodeId, (Priority, Update), IdHasherBuilder>,
     inserted: u64,
     capacity: usize,
+    /// Reused by `take` (one call per datagram sent: no allocation for the choice).
+    chosen: Vec<(Priority, NodeId)>,
     /// Updates evicted because the queue was full.
     pub(super) dropped: u64,
 }
 
 impl BroadcastQueue {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, hash_key: u64) -> Self {
         assert!(capacity > 0, "broadcast queue needs capacity");
         Self {
             order: BTreeMap::new(),
-            entries: HashMap::new(),
+            entries: hashbrown::HashMap::with_hasher(IdHasherBuilder::new(hash_key)),
             inserted: 0,
             capacity,
+            chosen: Vec::new(),
             dropped: 0,
         }
     }
@@ -46,13 +52,13 @@ impl BroadcastQueue {
     /// Queues `update`, replacing any queued update about the same member.
     pub(super) fn push(&mut self, update: Update) {
         let node = update.member.id;
-        if let Some((priority, _)) = self.entries.remove(&node) {
-            self.order.remove(&priority);
-        }
         self.inserted += 1;
         let priority = (0, u64::MAX - self.inserted);
-        self.order.insert(priority, node);
-        self.entries.insert(node, (priority, update));
+        if let Some((old, _)) = self.entries.insert(node, (priority, update)) {
+            self.order.remove(&old);
+        }
+        let size = u8::try_from(update_bytes(&update)).unwrap_or(u8::MAX);
+        self.order.insert(priority, (node, size));
         if self.entries.len() > self.capacity {
             self.evict_last();
         }
@@ -60,7 +66,7 @@ impl BroadcastQueue {
     }
 
     fn evict_last(&mut self) {
-        if let Some((_, node)) = self.order.pop_last() {
+        if let Some((_, (node, _))) = self.order.pop_last() {
             self.entries.remove(&node);
             self.dropped += 1;
         }
@@ -74,37 +80,39 @@ impl BroadcastQueue {
         bytes_max: usize,
         transmit_limit: u32,
     ) -> Vec<Update> {
-        let mut chosen: Vec<(Priority, NodeId)> = Vec::new();
+        let mut chosen = std::mem::take(&mut self.chosen);
+        chosen.clear();
         let mut bytes_left = bytes_max;
         // Look a little past the first misfit, but never scan the whole queue.
         let scan_max = count_max.saturating_mul(2).max(8);
-        for (priority, node) in self.order.iter().take(scan_max) {
+        for (priority, &(node, size)) in self.order.iter().take(scan_max) {
             if chosen.len() >= count_max {
                 break;
             }
-            let Some((_, update)) = self.entries.get(node) else {
-                continue;
-            };
-            let size = update_bytes(update);
+            let size = usize::from(size);
             if size <= bytes_left {
                 bytes_left -= size;
-                chosen.push((*priority, *node));
+                chosen.push((*priority, node));
             }
         }
         let mut updates = Vec::with_capacity(chosen.len());
-        for (priority, node) in chosen {
-            self.order.remove(&priority);
-            let Some((_, update)) = self.entries.remove(&node) else {
+        for &(priority, node) in &chosen {
+            let Some((_, size)) = self.order.remove(&priority) else {
                 continue;
             };
-            updates.push(update);
             let transmissions = priority.0 + 1;
             if transmissions < transmit_limit {
                 let next = (transmissions, priority.1);
-                self.order.insert(next, node);
-                self.entries.insert(node, (next, update));
+                self.order.insert(next, (node, size));
+                if let Some(entry) = self.entries.get_mut(&node) {
+                    entry.0 = next;
+                    updates.push(entry.1);
+                }
+            } else if let Some((_, update)) = self.entries.remove(&node) {
+                updates.push(update);
             }
         }
+        self.chosen = chosen;
         debug_assert_eq!(self.order.len(), self.entries.len());
         updates
     }
@@ -131,7 +139,7 @@ mod tests {
 
     #[test]
     fn retransmits_up_to_limit_fewest_first() {
-        let mut queue = BroadcastQueue::new(10);
+        let mut queue = BroadcastQueue::new(10, 1);
         queue.push(update(1, 0));
         queue.push(update(2, 0));
         let first = queue.take(1, 1_000, 2);
@@ -144,7 +152,7 @@ mod tests {
 
     #[test]
     fn replaces_per_member_and_is_bounded() {
-        let mut queue = BroadcastQueue::new(2);
+        let mut queue = BroadcastQueue::new(2, 1);
         queue.push(update(1, 0));
         queue.push(update(1, 5));
         assert_eq!(queue.len(), 1);

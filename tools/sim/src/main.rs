@@ -83,8 +83,8 @@ struct Args {
     /// Dissemination fanout per tick.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
-    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes, so keep
-    /// N at a few thousand); "auto" turns it on for N <= 2,000.
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~120·N² bytes: 12 GB at
+    /// N = 10,000); "auto" turns it on for N <= 2,000.
     #[arg(long, default_value = "auto")]
     membership: String,
     /// Kill this many random nodes at --kill-at (until --duration) to measure detection.

@@ -74,8 +74,8 @@ pub struct SimConfig {
     pub retransmit_after_ms: u64,
     /// Entries a peer's partition must be ahead for a bulk catch-up.
     pub bulk_threshold: u64,
-    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes: keep N
-    /// at a few thousand); without it every node uses one shared view of all nodes.
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~120·N² bytes: 12 GB at
+    /// N = 10,000); without it every node uses one shared view of all nodes.
     pub membership: bool,
     /// Nodes killed (crashed until the end of faults) at `kill_at_ms`, to measure detection.
     pub kill: u32,
@@ -650,8 +650,8 @@ impl World {
     pub(crate) fn transmit(&mut self, from: u32, to_node: u32, kind_byte: u8, mut body: Vec<u8>) {
         *self.counters.bytes_by_kind.entry(kind_byte).or_default() +=
             (body.len() + DATAGRAM_OVERHEAD_BYTES) as u64;
-        let delays = self.network.transmit(&mut self.rng, from, to_node);
-        let mut delays = delays.into_iter().peekable();
+        let copies = self.network.transmit(&mut self.rng, from, to_node);
+        let mut delays = copies.delays_us().iter().copied().peekable();
         while let Some(delay_us) = delays.next() {
             // The last copy takes the body; earlier ones (duplicates) clone it.
             let body = if delays.peek().is_some() {
