@@ -82,6 +82,12 @@ impl IdIndex {
         }
     }
 
+    /// The entry at `id`'s home position (a slot number, maybe another id's, or `u32::MAX`):
+    /// a hint for warming caches, no answer.
+    pub(super) fn first_probe(&self, id: NodeId) -> u32 {
+        self.table[self.home(id)]
+    }
+
     /// The slot of `id`.
     pub(super) fn get(&self, id: NodeId, slots: &[Slot]) -> Option<usize> {
         self.position(id, slots).map(|at| self.table[at] as usize)

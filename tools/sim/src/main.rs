@@ -108,6 +108,9 @@ struct Args {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// Print a progress line to stderr every this many simulated ms (0: never).
+    #[arg(long, default_value_t = 0)]
+    progress_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -172,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         kill: args.kill,
         kill_at_ms: args.kill_at,
         anti_entropy,
+        progress_ms: args.progress_ms,
     };
     let mut failed = Vec::new();
     for seed in args.seed..args.seed.saturating_add(args.seeds.max(1)) {

@@ -27,6 +27,9 @@ pub(crate) struct MemberNode {
     membership: Membership,
     /// Live members as `PeerInfo`, sorted by `(ring, node)`.
     pub(crate) view: Vec<PeerInfo>,
+    /// Whether node i is in `view` (one bit each), so the frequent events that do not change
+    /// it (a refuted suspicion) cost no binary search over N peers.
+    in_view: Vec<u64>,
     timer_at_ms: Option<u64>,
 }
 
@@ -77,9 +80,12 @@ impl MemberNode {
             .map(peer_of)
             .collect();
         view.sort_unstable();
+        let mut in_view = vec![u64::MAX; (nodes as usize).div_ceil(64)];
+        set_bit(&mut in_view, index, false);
         MemberNode {
             membership,
             view,
+            in_view,
             timer_at_ms: None,
         }
     }
@@ -99,8 +105,14 @@ impl MemberNode {
         MemberNode {
             membership,
             view: Vec::new(),
+            in_view: Vec::new(),
             timer_at_ms: None,
         }
+    }
+
+    /// Membership updates waiting for (re)transmission.
+    pub(crate) fn updates_pending(&self) -> usize {
+        self.membership.updates_pending()
     }
 
     fn update_view(&mut self, event: &MemberEvent) {
@@ -109,7 +121,21 @@ impl MemberNode {
             return;
         }
         let member = event.member();
+        let live = member.state.is_live();
+        let plain = matches!(
+            event,
+            MemberEvent::Recovered(_) | MemberEvent::Died(_) | MemberEvent::Left(_)
+        );
+        if let Some(index) = index_of(member.addr)
+            && plain
+            && get_bit(&self.in_view, index) == live
+        {
+            return; // already as it should be
+        }
         let peer = peer_of(member);
+        if let Some(index) = index_of(member.addr) {
+            set_bit(&mut self.in_view, index, live);
+        }
         let position = self.view.binary_search(&peer);
         match (member.state.is_live(), position) {
             (true, Err(at)) => self.view.insert(at, peer),
@@ -118,6 +144,23 @@ impl MemberNode {
             }
             _ => {}
         }
+    }
+}
+
+fn get_bit(bits: &[u64], index: u32) -> bool {
+    bits.get(index as usize / 64)
+        .is_some_and(|word| word & (1 << (index % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, index: u32, value: bool) {
+    let word = index as usize / 64;
+    if word >= bits.len() {
+        bits.resize(word + 1, 0);
+    }
+    if value {
+        bits[word] |= 1 << (index % 64);
+    } else {
+        bits[word] &= !(1 << (index % 64));
     }
 }
 
