@@ -17,6 +17,17 @@ use std::hash::{BuildHasher, Hasher};
 use super::Slot;
 use crate::gossip::wire::NodeId;
 
+/// A record the index can find by its node id.
+pub(super) trait Keyed {
+    fn key(&self) -> NodeId;
+}
+
+impl Keyed for Slot {
+    fn key(&self) -> NodeId {
+        self.member.id
+    }
+}
+
 /// Marks an empty index entry.
 const EMPTY: u32 = u32::MAX;
 
@@ -40,7 +51,8 @@ pub(super) fn key_from_seed(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Id → position in the slot vector. Ids are not stored: a probe compares against the slot.
+/// Id → position in a record vector (the member slots, the queued updates). Ids are not
+/// stored: a probe compares against the record.
 #[derive(Debug)]
 pub(super) struct IdIndex {
     /// Slot numbers or `EMPTY`; length a power of two, at least twice `len`.
@@ -67,7 +79,7 @@ impl IdIndex {
     }
 
     /// Table position holding `id`, if present.
-    fn position(&self, id: NodeId, slots: &[Slot]) -> Option<usize> {
+    fn position<T: Keyed>(&self, id: NodeId, slots: &[T]) -> Option<usize> {
         let mask = self.table.len() - 1;
         let mut at = self.home(id);
         loop {
@@ -75,7 +87,7 @@ impl IdIndex {
             if entry == EMPTY {
                 return None;
             }
-            if slots[entry as usize].member.id == id {
+            if slots[entry as usize].key() == id {
                 return Some(at);
             }
             at = (at + 1) & mask;
@@ -89,13 +101,13 @@ impl IdIndex {
     }
 
     /// The slot of `id`.
-    pub(super) fn get(&self, id: NodeId, slots: &[Slot]) -> Option<usize> {
+    pub(super) fn get<T: Keyed>(&self, id: NodeId, slots: &[T]) -> Option<usize> {
         self.position(id, slots).map(|at| self.table[at] as usize)
     }
 
     /// Records that `id` (absent so far) lives in `slot`. `slots` is the table before the
     /// insertion or after it; only the other members' ids are read.
-    pub(super) fn insert(&mut self, id: NodeId, slot: usize, slots: &[Slot]) {
+    pub(super) fn insert<T: Keyed>(&mut self, id: NodeId, slot: usize, slots: &[T]) {
         debug_assert!(self.position(id, slots).is_none(), "id {id} indexed twice");
         if (self.len + 1) * 2 > self.table.len() {
             self.grow(slots);
@@ -132,7 +144,7 @@ impl IdIndex {
 
     /// Forgets `id`; `slots` must still hold it. Backward-shift deletion keeps every other
     /// id reachable from its home position without tombstones.
-    pub(super) fn remove(&mut self, id: NodeId, slots: &[Slot]) {
+    pub(super) fn remove<T: Keyed>(&mut self, id: NodeId, slots: &[T]) {
         let Some(mut hole) = self.position(id, slots) else {
             return;
         };
@@ -144,7 +156,7 @@ impl IdIndex {
             if entry == EMPTY {
                 break;
             }
-            let home = self.home(slots[entry as usize].member.id);
+            let home = self.home(slots[entry as usize].key());
             // Move `entry` into the hole unless its home lies cyclically in (hole, next].
             let distance_home = next.wrapping_sub(home) & mask;
             let distance_hole = next.wrapping_sub(hole) & mask;
@@ -157,12 +169,12 @@ impl IdIndex {
         self.len -= 1;
     }
 
-    fn grow(&mut self, slots: &[Slot]) {
+    fn grow<T: Keyed>(&mut self, slots: &[T]) {
         let doubled = vec![EMPTY; self.table.len() * 2];
         let old = std::mem::replace(&mut self.table, doubled);
         let mask = self.table.len() - 1;
         for entry in old.into_iter().filter(|&entry| entry != EMPTY) {
-            let mut at = self.home(slots[entry as usize].member.id);
+            let mut at = self.home(slots[entry as usize].key());
             while self.table[at] != EMPTY {
                 at = (at + 1) & mask;
             }
@@ -171,7 +183,7 @@ impl IdIndex {
     }
 
     /// Sizes the table for `members` ids at once (no growth steps while bulk-loading).
-    pub(super) fn reserve(&mut self, members: usize, slots: &[Slot]) {
+    pub(super) fn reserve<T: Keyed>(&mut self, members: usize, slots: &[T]) {
         while members * 2 > self.table.len() {
             self.grow(slots);
         }

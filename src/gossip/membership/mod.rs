@@ -75,9 +75,11 @@
 //! `transmit_queue_max`, `event_queue_max`, `relays_max`, `seeds_max`) and overflow is counted
 //! in [`Stats`]. Per member: a 64-byte slot, 8–16 bytes of id index (an open-addressing table
 //! of slot numbers, see `index.rs`), 8–16 bytes in the probe order: ≈ 80–96 bytes (a table
-//! loaded with [`Membership::insert_known_members`] is sized exactly), plus ≈ 150 bytes while
-//! it is suspected or has a queued update. A simulator running all N memberships of an
-//! N = 10,000 cluster in one process therefore needs ≈ 8 GB for the tables alone.
+//! loaded with [`Membership::insert_known_members`] is sized exactly), plus ≈ 100 bytes per
+//! queued update (a 56-byte packed record, its order entry and index entry; at most
+//! `broadcast_queue_max`) and ≈ 150 bytes while it is suspected. A simulator running all N
+//! memberships of an N = 10,000 cluster in one process therefore needs ≈ 8 GB for the tables
+//! and, once lossy traffic fills the queues, up to ≈ 8 GB more for them.
 
 mod apply;
 mod broadcast;
