@@ -13,6 +13,14 @@ use super::suspicion::{Suspicion, bounds_ms};
 use super::{Membership, Slot};
 use crate::gossip::wire::{BODY_BYTES_MAX, NodeId};
 
+/// Pings of the last look before a suspicion timer declares death. A live suspect fails it
+/// only if every round trip is lost: (1 − 0.9²)ⁿ at 10 % loss, 6.9·10⁻³ for n = 3, 1.7·10⁻⁶
+/// for n = 8. Why 8: in a large lossy cluster the piggyback capacity is saturated and a
+/// refutation misses some of the nodes that heard the suspicion; each of them reaches this
+/// check, and at N = 10,000 and 10 % loss `starling-sim` (k = 5 relays) counted 2 false deaths
+/// in the first simulated minute with n = 3. Cost: n datagrams per deciding node.
+const FINAL_CHECK_PINGS: usize = 8;
+
 impl Membership {
     pub(super) fn apply_updates(&mut self, updates: &[Update], now: u64) {
         if updates.len() > 1 {
@@ -332,13 +340,14 @@ impl Membership {
         }
     }
 
-    /// Three pings (losses are independent) carrying our suspicion of `suspect` first.
+    /// [`FINAL_CHECK_PINGS`] pings (losses are independent) carrying our suspicion of `suspect`
+    /// first.
     fn send_final_check(&mut self, suspect: Member) {
         let accusation = Update {
             member: suspect,
             origin: self.me.id,
         };
-        for _ in 0..3 {
+        for _ in 0..FINAL_CHECK_PINGS {
             let sequence = self.next_sequence();
             let mut updates = vec![accusation];
             let space = BODY_BYTES_MAX - 13 - super::codec::update_bytes(&accusation);
