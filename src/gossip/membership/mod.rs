@@ -60,7 +60,8 @@
 //!   s, Dead ≈ 2.6–3 s at the first nodes (floor + a final check of two probe intervals), and the
 //!   Dead rumor reaches all nodes in ≈ log₄ N + ln N / 3 ≈ 10 gossip rounds at most (in practice
 //!   ≈ 0.6 s). Measured with `starling-sim --membership on --loss 0.01 --kill 5`: every live
-//!   node saw each crash within 3.4 s at N = 2,000.
+//!   node saw each crash within 3.7 s at N = 2,000 (k = 5, eight final pings), 3.4 s at
+//!   N = 10,000 (`--kill 1`; k = 5, three final pings).
 //!   A false suspicion normally has a single origin, so it runs on the 8 s ceiling while the
 //!   refutation spreads as fast as the suspicion did; before declaring death the suspecting
 //!   node pings the suspect more times (eight since N = 10,000 runs; see
