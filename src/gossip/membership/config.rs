@@ -7,7 +7,7 @@ pub struct Config {
     pub probe_interval_ms: u64,
     /// Wait for a direct ack before asking others to probe; also the relays' wait.
     pub probe_timeout_ms: u64,
-    /// Members asked to probe indirectly (SWIM's k).
+    /// Members asked to probe indirectly (SWIM's k; 5 by default, see the module doc).
     pub indirect_checks: usize,
     /// Time between dissemination rounds (sent only while updates are queued).
     pub gossip_interval_ms: u64,
@@ -59,7 +59,7 @@ impl Default for Config {
         Self {
             probe_interval_ms: 200,
             probe_timeout_ms: 100,
-            indirect_checks: 3,
+            indirect_checks: 5,
             gossip_interval_ms: 200,
             gossip_fanout: 3,
             gossip_to_dead_ms: 10_000,

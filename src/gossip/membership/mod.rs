@@ -26,10 +26,10 @@
 //!
 //! Two additions to SWIM, both found necessary by the 10 %-loss tests: relays keep forwarding
 //! a late ack after they nacked (a slow target is not a dead one), and before a suspicion
-//! timer declares death the node pings the suspect twice, carrying the suspicion. A live
+//! timer declares death the node pings the suspect eight times, carrying the suspicion. A live
 //! suspect answers with its newer Alive record (any stale accusation about itself makes it
 //! re-announce), which repairs the case where the refutation rumor died out before reaching
-//! this node. Cost: one probe interval more for detection, two datagrams per deciding node.
+//! this node. Cost: two probe intervals more for detection, eight datagrams per deciding node.
 //!
 //! Lifeguard: the local health multiplier (awareness score 0..awareness_max) rises on failed
 //! probes with missing nacks and on refuting a suspicion about ourselves, falls on successful
@@ -41,20 +41,31 @@
 //! # Defaults (see [`Config::default`]) and why
 //! Goal: a crashed node is Dead at every live node within 5 s at N = 10,000 and 1 % loss, and
 //! no healthy node is declared dead in an hour at 10 % loss.
-//! - probe interval 200 ms, probe timeout 100 ms (LAN RTTs are ≪ 100 ms), k = 3 relays plus one
+//! - probe interval 200 ms, probe timeout 100 ms (LAN RTTs are ≪ 100 ms), k = 5 relays plus one
 //!   direct retry. A healthy target is falsely suspected only if the ping or ack is lost
-//!   (1 − 0.9² = 0.19 at 10 % loss), the retry too (0.19), and all three 4-hop relay paths
-//!   (1 − 0.9⁴ = 0.34 each): p ≈ 0.19 · 0.19 · 0.34³ ≈ 1.5·10⁻³ per probe.
+//!   (1 − 0.9² = 0.19 at 10 % loss), the retry too (0.19), and all five 4-hop relay paths
+//!   (1 − 0.9⁴ = 0.34 each): p ≈ 0.19 · 0.19 · 0.34⁵ ≈ 1.6·10⁻⁴ per probe.
+//!   Why 5 and not memberlist's 3 (p ≈ 1.5·10⁻³): every false suspicion costs two rumors to
+//!   all N nodes (the suspicion and its refutation), N · 5 · p a second. At N = 10,000 and 10 %
+//!   loss k = 3 made ~75 a second, far more than the piggyback capacity (~12 updates on each
+//!   of ~30 datagrams a node sends per second) can retransmit λ·log N times each; each rumor
+//!   then got ~2 sends per node, missed ~10 % of the nodes (e^−f for f sends), and the nodes
+//!   that had the suspicion but not the refutation went to their final check: `starling-sim`
+//!   counted 9,164 false deaths (1,302 nodes) in 20 s. k = 5 makes ~8 a second; the two extra
+//!   relays cost 4 datagrams per probe whose first ping failed (19 % of probes at 10 % loss,
+//!   2 % at 1 %).
 //! - α = 2, β = 4, floor ≥ 2 s: at N = 10,000 the floor is max(2 s, 2·4·0.2 s) = 2 s and the
 //!   ceiling 8 s. A crashed node is probed by ~1 member per interval, so k = 3 independent
 //!   suspicions arrive within ~1 s and the timeout drops to the floor: first suspicion ≈ 0.2–0.6
 //!   s, Dead ≈ 2.6–3 s at the first nodes (floor + a final check of two probe intervals), and the
 //!   Dead rumor reaches all nodes in ≈ log₄ N + ln N / 3 ≈ 10 gossip rounds at most (in practice
 //!   ≈ 0.6 s). Measured with `starling-sim --membership on --loss 0.01 --kill 5`: every live
-//!   node saw each crash within 3.4 s at N = 2,000.
+//!   node saw each crash within 3.7 s at N = 2,000 (k = 5, eight final pings), 3.4 s at
+//!   N = 10,000 (`--kill 1`; k = 5, three final pings).
 //!   A false suspicion normally has a single origin, so it runs on the 8 s ceiling while the
 //!   refutation spreads as fast as the suspicion did; before declaring death the suspecting
-//!   node pings the suspect three more times carrying the suspicion. With a 1 s floor and two
+//!   node pings the suspect more times (eight since N = 10,000 runs; see
+//!   `FINAL_CHECK_PINGS` in `apply.rs`) carrying the suspicion. With a 1 s floor and two
 //!   final pings the simulator saw 66 false deaths in 1 h at 10 % loss (N = 200); with these
 //!   values, 0 in 1 h at 10 % loss for seeds 1–3.
 //! - λ = 4 (memberlist's value): 20 transmissions per update at N = 10,000.
@@ -64,13 +75,19 @@
 //! # Limits and memory
 //! Members ≤ `members_max`; every queue is bounded (`broadcast_queue_max`,
 //! `transmit_queue_max`, `event_queue_max`, `relays_max`, `seeds_max`) and overflow is counted
-//! in [`Stats`]. Per member: a 64-byte slot, ~19 bytes of id index, 8–16 bytes in the probe
-//! order: ≈ 90–100 bytes, plus ≈ 150 bytes while it is suspected or has a queued update.
+//! in [`Stats`]. Per member: a 64-byte slot, 8–16 bytes of id index (an open-addressing table
+//! of slot numbers, see `index.rs`), 8–16 bytes in the probe order: ≈ 80–96 bytes (a table
+//! loaded with [`Membership::insert_known_members`] is sized exactly), plus ≈ 100 bytes per
+//! queued update (a 56-byte packed record, its order entry and index entry; at most
+//! `broadcast_queue_max`) and ≈ 150 bytes while it is suspected. A simulator running all N
+//! memberships of an N = 10,000 cluster in one process therefore needs ≈ 8 GB for the tables
+//! and, once lossy traffic fills the queues, up to ≈ 8 GB more for them.
 
 mod apply;
 mod broadcast;
 pub mod codec;
 mod config;
+mod index;
 mod member;
 mod suspicion;
 mod timers;
@@ -78,7 +95,7 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use rand::SeedableRng;
@@ -87,6 +104,7 @@ use rand::rngs::SmallRng;
 use self::broadcast::BroadcastQueue;
 use self::codec::{DecodeError, Message, Update, decode_section, encode_section};
 pub use self::config::Config;
+use self::index::{IdHasherBuilder, IdIndex};
 pub use self::member::{LocalNode, Member, MemberEvent, MemberState, Transmit};
 use self::suspicion::Suspicion;
 use crate::gossip::wire::{BODY_BYTES_MAX, Kind, NodeId};
@@ -161,7 +179,7 @@ pub struct Membership {
     incarnation: u32,
     rng: SmallRng,
     slots: Vec<Slot>,
-    index: HashMap<NodeId, usize>,
+    index: IdIndex,
     /// Slots whose state is Alive or Suspect.
     live_count: usize,
     probe_order: Vec<NodeId>,
@@ -170,7 +188,7 @@ pub struct Membership {
     sequence_next: u32,
     /// Lifeguard awareness score, `0..config.awareness_max`; timeouts scale by score + 1.
     awareness: u32,
-    suspicions: HashMap<NodeId, Suspicion>,
+    suspicions: hashbrown::HashMap<NodeId, Suspicion, IdHasherBuilder>,
     suspicion_deadlines: BTreeSet<(u64, NodeId)>,
     relays: VecDeque<Relay>,
     broadcasts: BroadcastQueue,
@@ -197,12 +215,13 @@ impl Membership {
             panic!("invalid membership config: {problem}");
         }
         let mut rng = SmallRng::seed_from_u64(seed);
+        let hash_key = index::key_from_seed(seed);
         // Random phases keep nodes that start together from probing in lockstep.
         let probe_phase = rand::Rng::random_range(&mut rng, 0..config.probe_interval_ms);
         let gossip_phase = rand::Rng::random_range(&mut rng, 0..config.gossip_interval_ms);
         let push_pull_phase = rand::Rng::random_range(&mut rng, 0..config.push_pull_interval_ms);
         let mut membership = Self {
-            broadcasts: BroadcastQueue::new(config.broadcast_queue_max),
+            broadcasts: BroadcastQueue::new(config.broadcast_queue_max, hash_key),
             next_probe_ms: now + probe_phase,
             next_gossip_ms: now + gossip_phase,
             next_push_pull_ms: now + config.push_pull_interval_ms / 2 + push_pull_phase,
@@ -211,14 +230,14 @@ impl Membership {
             incarnation: 0,
             rng,
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: IdIndex::new(hash_key),
             live_count: 0,
             probe_order: Vec::new(),
             probe_cursor: 0,
             probe: None,
             sequence_next: 0,
             awareness: 0,
-            suspicions: HashMap::new(),
+            suspicions: hashbrown::HashMap::with_hasher(IdHasherBuilder::new(hash_key)),
             suspicion_deadlines: BTreeSet::new(),
             relays: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -277,13 +296,18 @@ impl Membership {
     /// queuing rumors or events: for simulators and tests that start from a converged cluster.
     /// Records about ourselves, non-Alive records and records beyond `members_max` are skipped.
     pub fn insert_known_members(&mut self, members: &[Member], now: u64) {
+        // Exact sizes: a simulator holds thousands of these tables at once.
+        let wanted = (self.slots.len() + members.len()).min(self.config.members_max);
+        self.slots
+            .reserve_exact(wanted.saturating_sub(self.slots.len()));
+        self.index.reserve(wanted, &self.slots);
         for member in members {
-            let known = self.index.contains_key(&member.id);
+            let known = self.index.get(member.id, &self.slots).is_some();
             let fits = self.slots.len() < self.config.members_max;
             if member.id == self.me.id || member.state != MemberState::Alive || known || !fits {
                 continue;
             }
-            self.index.insert(member.id, self.slots.len());
+            self.index.insert(member.id, self.slots.len(), &self.slots);
             self.slots.push(Slot {
                 member: *member,
                 since_ms: now,
@@ -382,7 +406,9 @@ impl Membership {
 
     /// One member by id.
     pub fn member(&self, id: NodeId) -> Option<&Member> {
-        self.index.get(&id).map(|&index| &self.slots[index].member)
+        self.index
+            .get(id, &self.slots)
+            .map(|index| &self.slots[index].member)
     }
 
     /// Our own record (Alive, or Left after `leave`).

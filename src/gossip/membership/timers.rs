@@ -260,7 +260,7 @@ impl Membership {
         // Plus, sometimes, one recently dead member: a falsely dead node learns and refutes.
         if let Some(&(since, id)) = self.reap_queue.back()
             && since + self.config.gossip_to_dead_ms > now
-            && let Some(&index) = self.index.get(&id)
+            && let Some(index) = self.index.get(id, &self.slots)
             && self.slots[index].member.state == super::MemberState::Dead
             && !targets.contains(&index)
         {

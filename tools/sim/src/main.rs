@@ -83,8 +83,8 @@ struct Args {
     /// Dissemination fanout per tick.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
-    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes, so keep
-    /// N at a few thousand); "auto" turns it on for N <= 2,000.
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~120·N² bytes: 12 GB at
+    /// N = 10,000); "auto" turns it on for N <= 2,000.
     #[arg(long, default_value = "auto")]
     membership: String,
     /// Kill this many random nodes at --kill-at (until --duration) to measure detection.
@@ -108,6 +108,9 @@ struct Args {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// Print a progress line to stderr every this many simulated ms (0: never).
+    #[arg(long, default_value_t = 0)]
+    progress_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -172,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         kill: args.kill,
         kill_at_ms: args.kill_at,
         anti_entropy,
+        progress_ms: args.progress_ms,
     };
     let mut failed = Vec::new();
     for seed in args.seed..args.seed.saturating_add(args.seeds.max(1)) {

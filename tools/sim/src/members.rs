@@ -3,9 +3,10 @@
 //! `Died` events are checked against the truth (crashed or not) for detection time and false
 //! positives.
 //!
-//! Memory: a membership holds ~100 bytes per member, so N nodes cost ~100·N² bytes (1 GB at
-//! N = 3,000, 10 GB at N = 10,000). Larger runs therefore use one shared, static view instead
-//! (see `SimConfig::membership`).
+//! Memory: a membership holds ~80–100 bytes per member and the node's replication view 16 more,
+//! so N nodes cost ~120·N² bytes (12 GB peak RSS measured at N = 10,000). `--membership auto`
+//! therefore runs it only up to N = 2,000 and larger runs use one shared, static view unless
+//! `--membership on` is given (see `SimConfig::membership`).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -26,6 +27,9 @@ pub(crate) struct MemberNode {
     membership: Membership,
     /// Live members as `PeerInfo`, sorted by `(ring, node)`.
     pub(crate) view: Vec<PeerInfo>,
+    /// Whether node i is in `view` (one bit each), so the frequent events that do not change
+    /// it (a refuted suspicion) cost no binary search over N peers.
+    in_view: Vec<u64>,
     timer_at_ms: Option<u64>,
 }
 
@@ -76,9 +80,12 @@ impl MemberNode {
             .map(peer_of)
             .collect();
         view.sort_unstable();
+        let mut in_view = vec![u64::MAX; (nodes as usize).div_ceil(64)];
+        set_bit(&mut in_view, index, false);
         MemberNode {
             membership,
             view,
+            in_view,
             timer_at_ms: None,
         }
     }
@@ -98,12 +105,37 @@ impl MemberNode {
         MemberNode {
             membership,
             view: Vec::new(),
+            in_view: Vec::new(),
             timer_at_ms: None,
         }
     }
 
-    fn update_view(&mut self, member: &Member) {
+    /// Membership updates waiting for (re)transmission.
+    pub(crate) fn updates_pending(&self) -> usize {
+        self.membership.updates_pending()
+    }
+
+    fn update_view(&mut self, event: &MemberEvent) {
+        // Suspects stay in the view; skipping them saves a binary search over N peers.
+        if matches!(event, MemberEvent::Suspected(_)) {
+            return;
+        }
+        let member = event.member();
+        let live = member.state.is_live();
+        let plain = matches!(
+            event,
+            MemberEvent::Recovered(_) | MemberEvent::Died(_) | MemberEvent::Left(_)
+        );
+        if let Some(index) = index_of(member.addr)
+            && plain
+            && get_bit(&self.in_view, index) == live
+        {
+            return; // already as it should be
+        }
         let peer = peer_of(member);
+        if let Some(index) = index_of(member.addr) {
+            set_bit(&mut self.in_view, index, live);
+        }
         let position = self.view.binary_search(&peer);
         match (member.state.is_live(), position) {
             (true, Err(at)) => self.view.insert(at, peer),
@@ -112,6 +144,23 @@ impl MemberNode {
             }
             _ => {}
         }
+    }
+}
+
+fn get_bit(bits: &[u64], index: u32) -> bool {
+    bits.get(index as usize / 64)
+        .is_some_and(|word| word & (1 << (index % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, index: u32, value: bool) {
+    let word = index as usize / 64;
+    if word >= bits.len() {
+        bits.resize(word + 1, 0);
+    }
+    if value {
+        bits[word] |= 1 << (index % 64);
+    } else {
+        bits[word] &= !(1 << (index % 64));
     }
 }
 
@@ -182,7 +231,7 @@ impl World {
             transmits.push(transmit);
         }
         while let Some(event) = members.membership.poll_event() {
-            members.update_view(event.member());
+            members.update_view(&event);
             events.push(event);
         }
         if let Some(next_ms) = members.membership.poll_timeout() {

@@ -62,14 +62,34 @@ impl Network {
     }
 
     /// Delays of the copies of one datagram that arrive: none (lost), one, or two.
-    pub fn transmit(&self, rng: &mut SmallRng, from: u32, to: u32) -> Vec<u64> {
+    pub fn transmit(&self, rng: &mut SmallRng, from: u32, to: u32) -> Copies {
+        let mut copies = Copies {
+            delays_us: [0; 2],
+            count: 0,
+        };
         if !self.connected(from, to) || rng.random::<f64>() < self.config.loss {
-            return Vec::new();
+            return copies;
         }
-        let mut delays = vec![self.delay_us(rng)];
+        copies.delays_us[0] = self.delay_us(rng);
+        copies.count = 1;
         if rng.random::<f64>() < self.config.duplicate {
-            delays.push(self.delay_us(rng));
+            copies.delays_us[1] = self.delay_us(rng);
+            copies.count = 2;
         }
-        delays
+        copies
+    }
+}
+
+/// The arriving copies of one datagram (no allocation: the simulator sends millions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copies {
+    delays_us: [u64; 2],
+    count: usize,
+}
+
+impl Copies {
+    /// One-way delay of each arriving copy, in microseconds.
+    pub fn delays_us(&self) -> &[u64] {
+        &self.delays_us[..self.count]
     }
 }

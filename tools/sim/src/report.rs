@@ -103,7 +103,8 @@ impl Report {
              anti-entropy: {sync:.1} B/node/s, {sessions} CPISync sessions ({failed} failed), \
              {catch_ups} bulk catch-ups ({pull_bytes} B pulled); membership: {members:.1} B/node/s\n\
              writes: {writes} issued, {acked} acked, {lost} acked writes lost\n\
-             failure detection: max {detect} ms, {undetected} undetected, {fp} false positives; \
+             failure detection: max {detect} ms, {undetected} undetected, {fp} false positives \
+             ({fp_nodes} nodes); \
              crashes {crashes}\n\
              duplicates {dups}, retransmits {retx}; {events} events, {sim} ms simulated",
             nodes = self.nodes,
@@ -123,6 +124,7 @@ impl Report {
             body_ratio = self.body_bytes_ratio,
             sync = self.sync_bytes_per_node_per_s,
             members = self.membership_bytes_per_node_per_s,
+            fp_nodes = self.false_positive_nodes,
             sessions = self.sync_sessions,
             failed = self.sync_sessions_failed,
             catch_ups = self.catch_ups,

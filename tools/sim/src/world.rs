@@ -74,8 +74,8 @@ pub struct SimConfig {
     pub retransmit_after_ms: u64,
     /// Entries a peer's partition must be ahead for a bulk catch-up.
     pub bulk_threshold: u64,
-    /// Run the real SWIM/Lifeguard membership on every node (memory ~100·N² bytes: keep N
-    /// at a few thousand); without it every node uses one shared view of all nodes.
+    /// Run the real SWIM/Lifeguard membership on every node (memory ~120·N² bytes: 12 GB at
+    /// N = 10,000); without it every node uses one shared view of all nodes.
     pub membership: bool,
     /// Nodes killed (crashed until the end of faults) at `kill_at_ms`, to measure detection.
     pub kill: u32,
@@ -83,6 +83,9 @@ pub struct SimConfig {
     pub kill_at_ms: u64,
     /// How anti-entropy finds differences (CPISync sessions or element lists).
     pub anti_entropy: AntiEntropyMode,
+    /// Print a progress line to stderr every this many simulated ms (0: never). Only output
+    /// changes; the run is the same.
+    pub progress_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -117,6 +120,7 @@ impl Default for SimConfig {
             kill: 0,
             kill_at_ms: 5_000,
             anti_entropy: AntiEntropyMode::Cpisync,
+            progress_ms: 0,
         }
     }
 }
@@ -348,9 +352,16 @@ impl World {
 
     fn run_loop(&mut self) {
         let end_us = (self.config.duration_ms + self.config.settle_ms) * 1_000;
+        let started = std::time::Instant::now();
+        let progress_us = self.config.progress_ms.saturating_mul(1_000);
+        let mut next_progress_us = progress_us;
         while let Some((at_us, event)) = self.queue.pop() {
             if at_us > end_us {
                 break;
+            }
+            if progress_us > 0 && at_us >= next_progress_us {
+                self.print_progress(next_progress_us, started);
+                next_progress_us += progress_us;
             }
             self.now_us = at_us;
             self.counters.events += 1;
@@ -360,6 +371,26 @@ impl World {
                 break;
             }
         }
+    }
+
+    fn print_progress(&self, at_us: u64, started: std::time::Instant) {
+        let queued: Vec<usize> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.members.as_ref())
+            .map(MemberNode::updates_pending)
+            .collect();
+        eprintln!(
+            "progress: {} s simulated, {:.0} s wall, {} events, {} false positives ({} nodes), \
+             membership updates queued per node mean {:.0} max {}",
+            at_us / 1_000_000,
+            started.elapsed().as_secs_f64(),
+            self.counters.events,
+            self.counters.false_positives,
+            self.counters.falsely_dead.len(),
+            queued.iter().sum::<usize>() as f64 / queued.len().max(1) as f64,
+            queued.iter().max().unwrap_or(&0),
+        );
     }
 
     fn handle(&mut self, event: Event) {
@@ -650,8 +681,8 @@ impl World {
     pub(crate) fn transmit(&mut self, from: u32, to_node: u32, kind_byte: u8, mut body: Vec<u8>) {
         *self.counters.bytes_by_kind.entry(kind_byte).or_default() +=
             (body.len() + DATAGRAM_OVERHEAD_BYTES) as u64;
-        let delays = self.network.transmit(&mut self.rng, from, to_node);
-        let mut delays = delays.into_iter().peekable();
+        let copies = self.network.transmit(&mut self.rng, from, to_node);
+        let mut delays = copies.delays_us().iter().copied().peekable();
         while let Some(delay_us) = delays.next() {
             // The last copy takes the body; earlier ones (duplicates) clone it.
             let body = if delays.peek().is_some() {
