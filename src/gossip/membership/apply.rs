@@ -351,11 +351,9 @@ impl Membership {
             let sequence = self.next_sequence();
             let mut updates = vec![accusation];
             let space = BODY_BYTES_MAX - 13 - super::codec::update_bytes(&accusation);
-            updates.extend(
-                self.take_updates(space)
-                    .into_iter()
-                    .take(self.config.updates_per_datagram_max - 1),
-            );
+            // One slot is the accusation's: take one fewer, so none is counted as sent unsent.
+            let count = self.config.updates_per_datagram_max - 1;
+            updates.extend(self.take_some_updates(count, space));
             let message = Message::Ping {
                 sequence,
                 target: suspect.id,

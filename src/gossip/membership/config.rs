@@ -38,7 +38,9 @@ pub struct Config {
     pub leave_propagate_ms: u64,
     /// Most members tracked (beyond it, new members are ignored and counted).
     pub members_max: usize,
-    /// Most member updates piggybacked in one datagram.
+    /// Most member updates piggybacked in one datagram (fewer when they do not fit its body).
+    /// 32 (≤ 1,088 B of IPv4 updates): with 12, a 10,000-node cluster at 10 % loss could not
+    /// retransmit its refutations λ·log N times and its queues grew without bound.
     pub updates_per_datagram_max: usize,
     /// Most queued updates awaiting retransmission (the oldest, most-sent are dropped first).
     pub broadcast_queue_max: usize,
@@ -74,7 +76,7 @@ impl Default for Config {
             dead_retain_ms: 30_000,
             leave_propagate_ms: 1_000,
             members_max: 65_536,
-            updates_per_datagram_max: 12,
+            updates_per_datagram_max: 32,
             broadcast_queue_max: 8_192,
             transmit_queue_max: 1_024,
             event_queue_max: 8_192,
