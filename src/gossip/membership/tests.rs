@@ -51,6 +51,15 @@ fn node_id(index: usize) -> NodeId {
     1_000 + index as u64
 }
 
+fn local_node(index: usize, shards: u16) -> LocalNode {
+    LocalNode {
+        id: node_id(index),
+        addr: addr(index),
+        shards,
+        partitions: 256,
+    }
+}
+
 impl Cluster {
     fn new(count: usize, loss: f64, seed: u64) -> Self {
         let mut cluster = Self {
@@ -72,12 +81,7 @@ impl Cluster {
     }
 
     fn add_node(&mut self, index: usize, epoch: u64) {
-        let me = LocalNode {
-            id: node_id(index),
-            addr: addr(index),
-            shards: 2,
-            partitions: 256,
-        };
+        let me = local_node(index, 2);
         let membership = Membership::new(
             me,
             Config::default(),
@@ -632,12 +636,7 @@ fn scale_experiment() {
 
 #[test]
 fn piggyback_fits_the_space_and_absorb_teaches_the_peer() {
-    let local = |index: usize| LocalNode {
-        id: node_id(index),
-        addr: addr(index),
-        shards: 4,
-        partitions: 256,
-    };
+    let local = |index: usize| local_node(index, 4);
     let mut sender = Membership::new(local(0), Config::default(), 1, 0);
     let mut receiver = Membership::new(local(1), Config::default(), 2, 0);
     let mut buffer = vec![0xAA];
@@ -667,12 +666,7 @@ fn piggyback_fits_the_space_and_absorb_teaches_the_peer() {
 /// than it could retransmit (`starling-sim`), so rumors were cut short.
 #[test]
 fn a_full_datagram_carries_up_to_the_update_limit() {
-    let local = |index: usize| LocalNode {
-        id: node_id(index),
-        addr: addr(index),
-        shards: 2,
-        partitions: 256,
-    };
+    let local = |index: usize| local_node(index, 2);
     let mut node = Membership::new(local(0), Config::default(), 1, 0);
     // 100 members learned from a peer: each becomes a queued update to pass on.
     let learned: Vec<Update> = (1..=100)
