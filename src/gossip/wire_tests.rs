@@ -168,20 +168,11 @@ fn key_rotation_accepts_old_and_new() {
         sender.keyring.set_send_key(2).expect("present");
         let mut new = Vec::new();
         sender.seal(Kind::PING, b"new key", &mut new).expect("fits");
-        let mut copy = old.clone();
-        let (header, body) = open_in_place(CLUSTER, &receiver, &mut copy).expect("old key");
-        assert_eq!(
-            (header.key_id, body),
-            (1, &b"old key"[..]),
-            "encrypt {encrypt}"
-        );
-        let mut copy = new.clone();
-        let (header, body) = open_in_place(CLUSTER, &receiver, &mut copy).expect("new key");
-        assert_eq!(
-            (header.key_id, body),
-            (2, &b"new key"[..]),
-            "encrypt {encrypt}"
-        );
+        for (datagram, key_id, text) in [(&old, 1, &b"old key"[..]), (&new, 2, b"new key")] {
+            let mut copy = datagram.clone();
+            let (header, body) = open_in_place(CLUSTER, &receiver, &mut copy).expect("opens");
+            assert_eq!((header.key_id, body), (key_id, text), "encrypt {encrypt}");
+        }
         assert_eq!(
             receiver.remove(1),
             Err(KeyringError::RemoveSendKey { key_id: 1 })

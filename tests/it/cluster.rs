@@ -230,6 +230,10 @@ fn get(node: &Node, key: &str) -> Option<Vec<u8>> {
     node.connection().get(key).expect("GET")
 }
 
+fn set(node: &Node, key: &str, value: impl redis::ToRedisArgs) {
+    let () = node.connection().set(key, value).expect("SET");
+}
+
 /// A counter from a node's /metrics (summed over label sets that contain `labels`).
 fn metric(node: &Node, name: &str, labels: &str) -> u64 {
     let (_, text) = starling::api::admin::get(node.admin_addr(), "/metrics").expect("metrics");
@@ -308,11 +312,7 @@ fn writes_anywhere_are_read_everywhere_including_a_large_value_over_tcp() {
         }
     }
     let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-    let () = cluster
-        .node(1)
-        .connection()
-        .set("big", &big)
-        .expect("SET big");
+    set(cluster.node(1), "big", &big);
     // DEL on another node than the writer's: the tombstone must win everywhere.
     wait_for(CONVERGE, "n0:k3 on node 2", || {
         get(cluster.node(2), "n0:k3").is_some()
@@ -356,11 +356,7 @@ fn a_restarted_node_rejoins_and_catches_up() {
         cluster.add("");
     }
     cluster.wait_formed();
-    let () = cluster
-        .node(0)
-        .connection()
-        .set("before", "1")
-        .expect("SET");
+    set(cluster.node(0), "before", "1");
     wait_for(CONVERGE, "first write on node 2", || {
         get(cluster.node(2), "before").is_some()
     });
@@ -448,22 +444,10 @@ fn a_partition_heals_and_converges_last_writer_wins() {
     cluster.block(0, &[1, 2]);
     cluster.block(1, &[0]);
     cluster.block(2, &[0]);
-    let () = cluster
-        .node(0)
-        .connection()
-        .set("x", "from-0")
-        .expect("SET");
-    let () = cluster
-        .node(0)
-        .connection()
-        .set("only-0", "a")
-        .expect("SET");
+    set(cluster.node(0), "x", "from-0");
+    set(cluster.node(0), "only-0", "a");
     std::thread::sleep(Duration::from_millis(20));
-    let () = cluster
-        .node(1)
-        .connection()
-        .set("x", "from-1")
-        .expect("SET");
+    set(cluster.node(1), "x", "from-1");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(get(cluster.node(2), "only-0"), None, "the partition leaked");
     for i in 0..3 {
@@ -581,11 +565,7 @@ fn an_encrypted_cluster_replicates_and_drops_plaintext_datagrams() {
     cluster.add("encrypt = true");
     cluster.add("encrypt = true");
     cluster.wait_formed();
-    let () = cluster
-        .node(0)
-        .connection()
-        .set("secret", "sealed")
-        .expect("SET");
+    set(cluster.node(0), "secret", "sealed");
     wait_for(CONVERGE, "the write on node 1", || {
         get(cluster.node(1), "secret").as_deref() == Some(&b"sealed"[..])
     });
