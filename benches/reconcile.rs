@@ -4,10 +4,10 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use starling::reconcile::decode;
-use starling::reconcile::field;
 use starling::reconcile::kernel::Kernel;
 use starling::reconcile::sketch::{LEAF_POINTS, sample_points};
 use starling::reconcile::{PartitionSketch, element_from_hash};
+use starling::reconcile::{field, poly};
 use std::hint::black_box;
 
 fn elements(n: usize, seed: u64) -> Vec<u64> {
@@ -77,6 +77,19 @@ fn decoding(c: &mut Criterion) {
                 bench.iter(|| decode::reconstruct(black_box(input), delta).expect("reconstructs"));
             },
         );
+    }
+    // Root finding alone, and the modular squaring it is made of, at a typical leaf degree.
+    let roots = elements(40, 7);
+    let f = poly::from_roots(&roots);
+    group.bench_function("split_roots_n40", |bench| {
+        bench.iter(|| decode::split_roots(black_box(&f)).expect("splits"));
+    });
+    for n in [15, 40] {
+        let mut modulus = poly::Modulus::new(&poly::from_roots(&elements(n, 7)));
+        let mut a: Vec<u64> = elements(n, 99);
+        group.bench_function(format!("modular_square_n{n}"), |bench| {
+            bench.iter(|| modulus.square(black_box(&mut a)));
+        });
     }
     // A failing attempt (too few points) costs interpolation + Euclid only.
     let (only_a, only_b) = (elements(60, 10), elements(60, 1_000_000));

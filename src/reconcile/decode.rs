@@ -7,8 +7,20 @@
 //! 2. extended Euclid on `(M, L)`, `M = Π (z − z_i)`, stopped at the first remainder of degree
 //!    ≤ a = ⌊(m' − 1 + δ)/2⌋ (rational reconstruction, von zur Gathen & Gerhard §5.7);
 //! 3. checks: both polynomials monic after scaling, degrees consistent with δ, coprime, equal
-//!    to the held-back ratios, and each splits into distinct linear factors (z^p ≡ z mod P);
-//! 4. roots by Cantor–Zassenhaus, reusing the z^((p−1)/2) computed for the check in step 3.
+//!    to the held-back ratios, and each splits into distinct non-zero linear factors
+//!    (z^(p−1) ≡ 1 mod the polynomial);
+//! 4. roots by splitting on the smooth part of p − 1 (below), reusing the powers computed for
+//!    the check in step 3; Cantor–Zassenhaus only for the rare leftover factor of degree ≥ 3.
+//!
+//! Root finding. p − 1 = 2 · 3² · 5² · 7 · 11 · 13 · 31 · 41 · 61 · 151 · 331 · 1321, so with
+//! K = 2 · 3² · 5² = 450 and E = (p − 1)/K, `w = z^E mod f` maps every root r to a K-th root
+//! of unity γ^a(r). The chain `y_j = w^(K/Q_j)` (Q_j = q_1⋯q_j over the stages 2, 3, 3, 5, 5)
+//! costs a few products, y_0 = z^(p−1) ≡ 1 is the split check, and y_j tells a(r) mod Q_j. Stage
+//! j splits each part by gcds with `y_j − ζ` over the q_j candidates ζ, so one exponentiation
+//! (52 squarings) sorts the roots into 450 classes: singletons fall out, pairs go to the
+//! quadratic formula. Plain Cantor–Zassenhaus instead pays 60 squarings per level of its
+//! recursion with a fresh random shift each time, about three times as many in all (figures
+//! in the `reconcile` module docs).
 //!
 //! **Invariant:** `decode` either returns the true differences or an error. A wrong pair passes
 //! only when the rational function through the first m' points also matches the held-back point
@@ -35,6 +47,14 @@ pub enum DecodeError {
         points: usize,
         /// |A| − |B|.
         delta: i64,
+    },
+    /// More points than a decode accepts.
+    #[error("{points} points exceed the decode limit of {max}")]
+    TooManyPoints {
+        /// Points given.
+        points: usize,
+        /// The limit.
+        max: usize,
     },
     /// Rational reconstruction found no pair of the required degrees.
     #[error("no rational function of the expected degrees fits the points")]
@@ -80,6 +100,12 @@ pub fn decode(ratios: &[u64], delta: i64) -> Result<Difference, DecodeError> {
 /// Steps 1–3 without root finding: the monic numerator and denominator, verified at the
 /// held-back points.
 pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeError> {
+    if ratios.len() > MAX_POINTS {
+        return Err(DecodeError::TooManyPoints {
+            points: ratios.len(),
+            max: MAX_POINTS,
+        });
+    }
     let too_few = DecodeError::TooFewPoints {
         points: ratios.len(),
         delta,
@@ -92,12 +118,8 @@ pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeErr
     if delta.unsigned_abs() > fitted as u64 - 1 {
         return Err(too_few);
     }
-    let mut inverses: Vec<u64> = (1..=fitted as u64).collect();
-    field::batch_invert(&mut inverses);
-    inverses.insert(0, 0);
-    let interpolant = poly::interpolate_consecutive(&ratios[..fitted], &inverses);
-    let points: Vec<u64> = (1..=fitted as u64).collect();
-    let vanishing = poly::from_roots(&points);
+    let interpolant = poly::interpolate_consecutive(&ratios[..fitted], small_inverses());
+    let vanishing = vanishing_polynomial(fitted);
     // a + b = m' − 1 and a − b ≡ δ; deg P ≤ a, deg Q ≤ b.
     let numerator_max = ((fitted as i64 - 1 + delta) / 2) as usize;
     let denominator_max = fitted - 1 - numerator_max;
@@ -114,6 +136,36 @@ pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeErr
     }
     Ok((numerator, denominator))
 }
+
+/// `[0, 1^−1, 2^−1, …, 128^−1]`, computed once: Newton interpolation at consecutive points
+/// divides by their distances.
+fn small_inverses() -> &'static [u64] {
+    static INVERSES: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    INVERSES.get_or_init(|| {
+        let mut inverses: Vec<u64> = (1..=MAX_POINTS as u64).collect();
+        field::batch_invert(&mut inverses);
+        inverses.insert(0, 0);
+        inverses
+    })
+}
+
+/// `Π_{i=1..=m} (z − i)`, computed once for every m ≤ [`MAX_POINTS`]: every attempt at m
+/// points needs it, and extensions retry the same few m.
+fn vanishing_polynomial(m: usize) -> Poly {
+    static VANISHING: std::sync::OnceLock<Vec<Poly>> = std::sync::OnceLock::new();
+    let all = VANISHING.get_or_init(|| {
+        let mut all = vec![vec![1]];
+        for point in 1..=MAX_POINTS as u64 {
+            let previous = all.last().expect("starts with the constant 1");
+            all.push(poly::mul(previous, &[field::neg(point), 1]));
+        }
+        all
+    });
+    all[m].clone()
+}
+
+/// The most points a decode accepts (a leaf's sample points).
+const MAX_POINTS: usize = 128;
 
 /// Extended Euclid on (M, L) keeping only the cofactor of L: returns the first remainder r
 /// of degree ≤ `degree_max` and t with r ≡ t·L (mod M).
@@ -159,36 +211,164 @@ fn normalise(
 /// whose roots are valid elements; an error otherwise.
 pub fn split_roots(f: &[u64]) -> Result<Vec<u64>, DecodeError> {
     let n = poly::degree(f).ok_or(DecodeError::Reconstruction)?;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let mut modulus = Modulus::new(f);
-    // w = z^((p−1)/2) mod f; z^p = z·w² ≡ z iff f | z^p − z, i.e. f splits with distinct roots.
-    let legendre = modulus.pow_all_ones(0, 60);
-    let mut check = legendre.clone();
-    modulus.square(&mut check);
-    modulus.mul_linear(&mut check, 0);
-    let mut z = vec![0; n];
-    if n == 1 {
-        z[0] = field::neg(f[0]);
-    } else {
-        z[1] = 1;
-    }
-    if check != z {
-        return Err(DecodeError::NotSplit);
-    }
     let mut roots = Vec::with_capacity(n);
-    let mut rng = SplitMix(f.iter().fold(0x5EED, |acc, &c| acc.rotate_left(7) ^ c));
-    if n == 1 {
-        roots.push(z[0]);
-    } else {
-        split_with(f, legendre, &mut rng, &mut roots)?;
+    match n {
+        0 => {}
+        1 => roots.push(field::neg(f[0])),
+        _ => split_by_classes(f, &power_chain(f)?, &mut roots)?,
     }
     if let Some(&root) = roots.iter().find(|&&root| root < FIRST_ELEMENT) {
         return Err(DecodeError::InvalidRoot { root });
     }
-    debug_assert_eq!(roots.len(), n);
+    if roots.len() != n {
+        return Err(DecodeError::RootFinding);
+    }
     Ok(roots)
+}
+
+/// `[y_1, …, y_t]` with `y_t = w = z^E mod f` and `y_(j−1) = y_j^(q_j)`, after checking
+/// `y_0 = z^(p−1) ≡ 1 (mod f)`: f splits into distinct non-zero linear factors.
+fn power_chain(f: &[u64]) -> Result<Vec<Poly>, DecodeError> {
+    let mut modulus = Modulus::new(f);
+    let mut ys = vec![modulus.pow_z(SMOOTH_COFACTOR)];
+    for &q in STAGES[1..].iter().rev() {
+        let mut next = ys[0].clone();
+        modulus.pow_small(&mut next, q);
+        ys.insert(0, next);
+    }
+    let mut check = ys[0].clone();
+    modulus.pow_small(&mut check, STAGES[0]);
+    let is_one = check
+        .iter()
+        .enumerate()
+        .all(|(i, &c)| c == u64::from(i == 0));
+    if is_one {
+        Ok(ys)
+    } else {
+        Err(DecodeError::NotSplit)
+    }
+}
+
+/// Sorts the roots of f (which splits) into classes stage by stage; parts of degree ≤ 2 are
+/// solved as they appear, bigger leftovers by Cantor–Zassenhaus.
+fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), DecodeError> {
+    let roots_of_unity = RootsOfUnity::new();
+    let mut parts = vec![(f.to_vec(), 0usize)];
+    let mut modulus_so_far = 1; // Q_{j−1}
+    for (&q, y) in STAGES.iter().zip(ys) {
+        let mut next_parts = Vec::with_capacity(parts.len() * 2);
+        for (part, class) in parts {
+            if part.len() <= 3 {
+                finish_small(&part, roots)?;
+                continue;
+            }
+            let classes = Classes {
+                class,
+                modulus_so_far,
+                q,
+                roots_of_unity: &roots_of_unity,
+            };
+            classes.split(part, y, &mut next_parts);
+        }
+        parts = next_parts;
+        modulus_so_far *= q as usize;
+    }
+    let mut rng = SplitMix(f.iter().fold(0x5EED, |acc, &c| acc.rotate_left(7) ^ c));
+    for (part, _) in parts {
+        roots_of(&part, &mut rng, roots)?;
+    }
+    Ok(())
+}
+
+/// The prime factors of K = 450 in the order the stages split by them (the Legendre
+/// character first).
+const STAGES: [u32; 5] = [2, 3, 3, 5, 5];
+
+/// K, the smooth part of p − 1 the roots are sorted by.
+const SMOOTH_ORDER: usize = 450;
+
+/// E = (p − 1)/K.
+const SMOOTH_COFACTOR: u64 = (P - 1) / SMOOTH_ORDER as u64;
+
+/// γ = 17^E, a primitive K-th root of unity in F_p (checked by a test).
+const GAMMA: u64 = 336_073_833_114_344_291;
+
+/// γ^0, …, γ^(K−1).
+struct RootsOfUnity(Vec<u64>);
+
+impl RootsOfUnity {
+    fn new() -> Self {
+        let mut powers = Vec::with_capacity(SMOOTH_ORDER);
+        let mut power = 1;
+        for _ in 0..SMOOTH_ORDER {
+            powers.push(power);
+            power = field::mul(power, GAMMA);
+        }
+        RootsOfUnity(powers)
+    }
+
+    /// γ^e for e mod K.
+    fn get(&self, e: usize) -> u64 {
+        self.0[e % SMOOTH_ORDER]
+    }
+}
+
+/// One stage's split of one part: its roots r all have a(r) ≡ `class` (mod
+/// `modulus_so_far` = Q_(j−1)), and y_j = γ^(a·K/Q_j) tells a(r) mod Q_j = Q_(j−1)·q.
+struct Classes<'a> {
+    class: usize,
+    modulus_so_far: usize,
+    q: u32,
+    roots_of_unity: &'a RootsOfUnity,
+}
+
+impl Classes<'_> {
+    /// Splits `part` into up to q parts with their classes mod Q_j, pushed to `out`.
+    fn split(&self, part: Poly, y: &[u64], out: &mut Vec<(Poly, usize)>) {
+        let stage_modulus = self.modulus_so_far * self.q as usize; // Q_j
+        let mut y = y.to_vec();
+        poly::trim(&mut y);
+        let mut rest = part;
+        let mut reduced = poly::div_rem(&y, &rest).1;
+        for i in 0..self.q as usize {
+            let candidate = self.class + self.modulus_so_far * i;
+            if rest.len() <= 1 {
+                return;
+            }
+            // The last class holds whatever is left.
+            if i + 1 == self.q as usize {
+                out.push((rest, candidate));
+                return;
+            }
+            let zeta = self
+                .roots_of_unity
+                .get(candidate * (SMOOTH_ORDER / stage_modulus));
+            let found = poly::gcd(&rest, &poly::sub(&reduced, &[zeta]));
+            if found.len() == rest.len() {
+                out.push((rest, candidate));
+                return;
+            }
+            if found.len() > 1 {
+                let (cofactor, remainder) = poly::div_rem(&rest, &found);
+                debug_assert!(remainder.is_empty());
+                rest = cofactor;
+                reduced = poly::div_rem(&reduced, &rest).1;
+                out.push((found, candidate));
+            }
+        }
+    }
+}
+
+/// Roots of a monic part of degree ≤ 2 (linear directly, quadratic by formula).
+fn finish_small(part: &[u64], roots: &mut Vec<u64>) -> Result<(), DecodeError> {
+    match part.len() {
+        0 | 1 => Ok(()),
+        2 => {
+            roots.push(field::neg(part[0]));
+            Ok(())
+        }
+        _ => quadratic_roots(part, roots),
+    }
 }
 
 /// Cantor–Zassenhaus: `legendre` = (z + c)^((p−1)/2) mod f for some c; gcd(f, legendre − 1)
@@ -354,11 +534,82 @@ mod tests {
             decode(&[5], 0),
             Err(DecodeError::TooFewPoints { .. })
         ));
+        assert!(matches!(
+            decode(&[5; MAX_POINTS + 1], 0),
+            Err(DecodeError::TooManyPoints { .. })
+        ));
         // Two points hold one difference at most: |δ| = 2 cannot fit.
         assert!(matches!(
             decode(&[5, 6], 2),
             Err(DecodeError::TooFewPoints { .. })
         ));
+    }
+
+    #[test]
+    fn vanishing_polynomials_vanish_at_the_points() {
+        for m in [1, 2, 17, MAX_POINTS] {
+            let vanishing = vanishing_polynomial(m);
+            assert_eq!(
+                vanishing,
+                poly::from_roots(&(1..=m as u64).collect::<Vec<_>>())
+            );
+            assert!((1..=m as u64).all(|z| poly::eval(&vanishing, z) == 0));
+            assert_ne!(poly::eval(&vanishing, m as u64 + 1), 0);
+        }
+    }
+
+    #[test]
+    fn gamma_has_order_k() {
+        assert_eq!(field::pow(17, SMOOTH_COFACTOR), GAMMA);
+        assert_eq!(field::pow(GAMMA, SMOOTH_ORDER as u64), 1);
+        for q in [2, 3, 5] {
+            assert_ne!(field::pow(GAMMA, (SMOOTH_ORDER / q) as u64), 1);
+        }
+        assert_eq!(STAGES.iter().product::<u32>() as usize, SMOOTH_ORDER);
+        assert_eq!((P - 1) % SMOOTH_ORDER as u64, 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Random roots of every degree up to 120, split exactly.
+        #[test]
+        fn split_roots_finds_every_root(seeds in proptest::collection::hash_set(any::<u64>(), 0..120)) {
+            let roots = elements(&seeds.into_iter().collect::<Vec<_>>());
+            let got = split_roots(&poly::from_roots(&roots));
+            prop_assert_eq!(sorted(got.map_err(|e| TestCaseError::fail(e.to_string()))?), sorted(roots));
+        }
+
+        /// Roots r·u^K share r's class mod K, so no stage separates them: the leftover part
+        /// goes to Cantor–Zassenhaus.
+        #[test]
+        fn roots_in_one_class_split(base in 1..P, us in proptest::collection::hash_set(2..P, 2..12),
+                                    others in proptest::collection::hash_set(any::<u64>(), 0..20)) {
+            let mut roots: Vec<u64> = std::iter::once(base)
+                .chain(us.iter().map(|&u| field::mul(base, field::pow(u, SMOOTH_ORDER as u64))))
+                .collect();
+            roots.sort_unstable();
+            roots.dedup();
+            prop_assume!(roots.iter().all(|&r| r >= FIRST_ELEMENT));
+            roots.extend(elements(&others.into_iter().collect::<Vec<_>>()));
+            let mut unique = roots.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            prop_assume!(unique.len() == roots.len());
+            let got = split_roots(&poly::from_roots(&roots));
+            prop_assert_eq!(sorted(got.map_err(|e| TestCaseError::fail(e.to_string()))?), unique);
+        }
+    }
+
+    #[test]
+    fn zero_or_missing_roots_are_not_split() {
+        let x = element_from_hash(5);
+        assert_eq!(
+            split_roots(&poly::from_roots(&[0, x, element_from_hash(6)])),
+            Err(DecodeError::NotSplit)
+        );
+        // (z² + 1)(z − x): z² + 1 has no roots in F_p.
+        let f = poly::mul(&[1, 0, 1], &poly::from_roots(&[x]));
+        assert_eq!(split_roots(&f), Err(DecodeError::NotSplit));
     }
 
     #[test]

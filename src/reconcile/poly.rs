@@ -76,7 +76,11 @@ pub fn div_rem(a: &[u64], b: &[u64]) -> (Poly, Poly) {
     if a.len() < b.len() {
         return (Vec::new(), a.to_vec());
     }
-    let lead_inverse = field::inv(b[b_degree]);
+    // Divisors are mostly monic (root finding): skip the inversion (~70 dependent products).
+    let lead_inverse = match b[b_degree] {
+        1 => 1,
+        lead => field::inv(lead),
+    };
     let mut remainder = a.to_vec();
     let mut quotient = vec![0; a.len() - b_degree];
     for shift in (0..quotient.len()).rev() {
@@ -186,21 +190,44 @@ fn fold_all(acc: &mut [u128]) {
 }
 
 /// Arithmetic modulo a fixed monic polynomial `f` of degree n ≥ 1, with reusable buffers.
+///
+/// A product is accumulated row by row in unreduced 128-bit slots; its high half is then
+/// reduced once per coefficient and folded back through a table of `z^(n+k) mod f`. The rows of
+/// that fold are independent (unlike schoolbook reduction, where each step waits for the
+/// previous one's leading coefficient), so they pipeline.
 pub struct Modulus {
-    /// `P − f[j]` for j < n: reduction adds `top · negated[j]` instead of subtracting.
+    /// `P − f[j]` for j < n: `z^n ≡ Σ negated[j] z^j`.
     negated: Vec<u64>,
+    /// Row k (n coefficients, k < n − 1) holds `z^(n+k) mod f`.
+    table: Vec<u64>,
+    /// The reduced high half of a product (coefficients n..2n − 1).
+    high: Vec<u64>,
+    /// Unreduced product coefficients.
     scratch: Vec<u128>,
 }
 
 impl Modulus {
-    /// Prepares reduction modulo the monic `f`.
+    /// Prepares reduction modulo the monic `f` (O(n²) for the table).
     pub fn new(f: &[u64]) -> Self {
         let n = degree(f).expect("modulus must be non-zero");
         assert!(n >= 1 && f[n] == 1, "modulus must be monic of degree ≥ 1");
-        let negated = f[..n].iter().map(|&c| field::neg(c)).collect();
+        let negated: Vec<u64> = f[..n].iter().map(|&c| field::neg(c)).collect();
+        let mut table = Vec::with_capacity(n * (n - 1));
+        let mut power = negated.clone(); // z^n mod f
+        for _ in 0..n - 1 {
+            table.extend_from_slice(&power);
+            // z^(n+k+1) = z · z^(n+k): shift up and fold the top through z^n.
+            let top = power[n - 1];
+            for j in (0..n).rev() {
+                let below = if j == 0 { 0 } else { power[j - 1] };
+                power[j] = field::add(below, field::mul(top, negated[j]));
+            }
+        }
         Modulus {
             negated,
-            scratch: vec![0; 2 * n],
+            table,
+            high: vec![0; n - 1],
+            scratch: vec![0; 2 * n - 1],
         }
     }
 
@@ -218,8 +245,9 @@ impl Modulus {
         for i in 0..n {
             let ai = a[i] as u128;
             acc[2 * i] += ai * ai;
-            let doubled = 2 * ai; // < 2^62, so each product is < 2^123
-            // Zipped slices instead of indices: no bounds checks in the hot loop.
+            // < 2^62, so each product is < 2^123. Doubled as u64: a u128 operand with a
+            // possibly non-zero high half would cost LLVM two more multiplies per product.
+            let doubled = (2 * a[i]) as u128;
             for (slot, &aj) in acc[2 * i + 1..i + n].iter_mut().zip(&a[i + 1..]) {
                 *slot += doubled * aj as u128;
             }
@@ -230,28 +258,70 @@ impl Modulus {
         self.reduce_into(a);
     }
 
-    /// Reduces the scratch accumulator (degree ≤ 2n − 2) modulo f into `out`.
+    /// `a · b mod f`, where `a` and `b` have exactly n coefficients; the result replaces `a`.
+    pub fn mul(&mut self, a: &mut [u64], b: &[u64]) {
+        let n = self.degree();
+        debug_assert!(a.len() == n && b.len() == n);
+        let acc = &mut self.scratch[..2 * n - 1];
+        acc.fill(0);
+        for (row, &ai) in a.iter().enumerate() {
+            for (slot, &bj) in acc[row..row + n].iter_mut().zip(b) {
+                *slot += ai as u128 * bj as u128;
+            }
+            if row % FOLD_ROWS == FOLD_ROWS - 1 {
+                fold_all(acc);
+            }
+        }
+        self.reduce_into(a);
+    }
+
+    /// Reduces the product in `scratch` (degree ≤ 2n − 2) modulo f into `out`.
     fn reduce_into(&mut self, out: &mut [u64]) {
         let n = self.degree();
-        let acc = &mut self.scratch[..2 * n - 1];
-        fold_all(acc);
-        let mut since_fold = 0;
-        for top in (n..2 * n - 1).rev() {
-            let lead = field::reduce128(acc[top]) as u128;
-            if lead != 0 {
-                for (slot, &negated) in acc[top - n..top].iter_mut().zip(&self.negated) {
-                    *slot += lead * negated as u128;
-                }
-            }
-            since_fold += 1;
-            if since_fold == FOLD_ROWS {
-                fold_all(&mut acc[..top]);
-                since_fold = 0;
-            }
-        }
-        for (slot, &value) in out.iter_mut().zip(acc.iter()) {
+        let (low, high) = self.scratch[..2 * n - 1].split_at_mut(n);
+        for (slot, &value) in self.high.iter_mut().zip(high.iter()) {
             *slot = field::reduce128(value);
         }
+        fold_all(low);
+        for (k, (&top, row)) in self.high.iter().zip(self.table.chunks_exact(n)).enumerate() {
+            let top = top as u128;
+            for (slot, &c) in low.iter_mut().zip(row) {
+                *slot += top * c as u128;
+            }
+            if k % FOLD_ROWS == FOLD_ROWS - 1 {
+                fold_all(low);
+            }
+        }
+        for (slot, &value) in out.iter_mut().zip(low.iter()) {
+            *slot = field::reduce128(value);
+        }
+    }
+
+    /// `a^q mod f` for a small exponent q ≥ 1, in place (left-to-right square and multiply).
+    pub fn pow_small(&mut self, a: &mut [u64], q: u32) {
+        assert!(q >= 1, "exponent must be positive");
+        let base = a.to_vec();
+        for bit in (0..31 - q.leading_zeros()).rev() {
+            self.square(a);
+            if q >> bit & 1 == 1 {
+                self.mul(a, &base);
+            }
+        }
+    }
+
+    /// `z^e mod f` for e ≥ 1, with n coefficients (square and multiply by z, from the top bit).
+    pub fn pow_z(&mut self, e: u64) -> Vec<u64> {
+        assert!(e >= 1, "exponent must be positive");
+        let mut result = vec![0; self.degree()];
+        result[0] = 1;
+        self.mul_linear(&mut result, 0); // z mod f, also when n = 1
+        for bit in (0..63 - e.leading_zeros()).rev() {
+            self.square(&mut result);
+            if e >> bit & 1 == 1 {
+                self.mul_linear(&mut result, 0);
+            }
+        }
+        result
     }
 
     /// `a · (z + c) mod f`, where `a` has exactly n coefficients.
@@ -377,6 +447,49 @@ mod tests {
             eval(&a, P - 1),
             field::mul(field::mul(P - 6, P - 10), P - 12)
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn modular_products_and_powers(f_low in proptest::collection::vec(0..P, 1..40),
+                                       seed_a in 0..P, seed_b in 0..P, q in 1u32..12,
+                                       e in 1u64..5000) {
+            let mut f = f_low.clone();
+            f.push(1);
+            let n = f_low.len();
+            let reduce = |x: &[u64]| {
+                let mut x = x.to_vec();
+                trim(&mut x);
+                let mut r = div_rem(&x, &f).1;
+                r.resize(n, 0);
+                r
+            };
+            let a: Vec<u64> = (0..n as u64).map(|i| field::mul(seed_a, i + 3)).collect();
+            let b: Vec<u64> = (0..n as u64).map(|i| field::mul(seed_b, i * i + 1)).collect();
+            let mut modulus = Modulus::new(&f);
+            let mut product = a.clone();
+            modulus.mul(&mut product, &b);
+            prop_assert_eq!(&product, &reduce(&mul(&reduce(&a), &reduce(&b))));
+            let mut power = a.clone();
+            modulus.pow_small(&mut power, q);
+            let mut expected = vec![1];
+            for _ in 0..q {
+                expected = reduce(&mul(&expected, &a));
+            }
+            prop_assert_eq!(&power, &reduce(&expected));
+            let mut expected = vec![1];
+            let mut square = reduce(&[0, 1]);
+            let mut rest = e;
+            while rest > 0 {
+                if rest & 1 == 1 {
+                    expected = reduce(&mul(&expected, &square));
+                }
+                square = reduce(&mul(&square, &square));
+                rest >>= 1;
+            }
+            prop_assert_eq!(modulus.pow_z(e), reduce(&expected));
+        }
     }
 
     #[test]

@@ -250,34 +250,32 @@ impl PartitionSketch {
         self.sorted = batch;
     }
 
-    /// A frozen copy of `χ_leaf(z)` for every leaf and point (one batched inversion), which a
-    /// session works from so that concurrent updates cannot mix two states of the set.
+    /// A frozen copy of every leaf's numerator and denominator, which a session works from so
+    /// that concurrent updates cannot mix two states of the set. Nothing is inverted here: a
+    /// session reads a small part of the snapshot (16 points of the whole range when the sets
+    /// are equal), so each read inverts only the products it returns.
     pub fn snapshot(&self) -> Snapshot {
-        let mut inverses = self.denominators.clone();
-        field::batch_invert(&mut inverses);
-        let values = self
-            .numerators
-            .iter()
-            .zip(&inverses)
-            .map(|(&n, &d)| field::mul(n, d))
-            .collect();
         Snapshot {
-            values,
+            numerators: self.numerators.clone(),
+            denominators: self.denominators.clone(),
             counts: self.elements.iter().map(|set| set.len() as u64).collect(),
         }
     }
 }
 
-/// `χ_leaf` at every sample point for every leaf, and the leaf sizes, at one moment.
+/// Every leaf's numerator and denominator at every sample point, and the leaf sizes, at one
+/// moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    values: Vec<u64>,
+    numerators: Vec<u64>,
+    denominators: Vec<u64>,
     counts: Vec<u64>,
 }
 
 impl Snapshot {
     /// `χ` of the leaves `leaves` (a range) at the points `first..first + out.len()`
     /// (1-based), multiplied into `out`; returns the number of elements in those leaves.
+    /// One batched inversion of the range's denominator products.
     pub fn range_values(
         &self,
         leaves: std::ops::Range<usize>,
@@ -285,11 +283,23 @@ impl Snapshot {
         out: &mut [u64],
     ) -> u64 {
         assert!(leaves.end <= LEAF_COUNT && first >= 1 && first - 1 + out.len() <= LEAF_POINTS);
+        let mut numerator = vec![1; out.len()];
+        let mut denominator = vec![1; out.len()];
         for leaf in leaves.clone() {
-            let row = &self.values[leaf * LEAF_POINTS + first - 1..][..out.len()];
-            for (slot, &value) in out.iter_mut().zip(row) {
-                *slot = field::mul(*slot, value);
+            let offset = leaf * LEAF_POINTS + first - 1;
+            let rows = self.numerators[offset..][..out.len()]
+                .iter()
+                .zip(&self.denominators[offset..][..out.len()]);
+            for ((n, d), (&leaf_n, &leaf_d)) in numerator.iter_mut().zip(&mut denominator).zip(rows)
+            {
+                *n = field::mul(*n, leaf_n);
+                *d = field::mul(*d, leaf_d);
             }
+        }
+        // Non-zero: every factor is z − x with z a sample point and x an element, never equal.
+        field::batch_invert(&mut denominator);
+        for ((slot, &n), &inverse) in out.iter_mut().zip(&numerator).zip(&denominator) {
+            *slot = field::mul(*slot, field::mul(n, inverse));
         }
         self.counts[leaves].iter().sum()
     }
