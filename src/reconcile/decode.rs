@@ -168,13 +168,18 @@ fn vanishing_polynomial(m: usize) -> Poly {
 const MAX_POINTS: usize = 128;
 
 /// Extended Euclid on (M, L) keeping only the cofactor of L: returns the first remainder r
-/// of degree ≤ `degree_max` and t with r ≡ t·L (mod M).
+/// of degree ≤ `degree_max` and t with r ≡ t·L (mod M), both up to one common scalar.
 fn half_gcd_by_euclid(modulus: Poly, interpolant: Poly, degree_max: usize) -> (Poly, Poly) {
     let (mut previous, mut current) = (modulus, interpolant);
     let (mut previous_t, mut current_t): (Poly, Poly) = (Vec::new(), vec![1]);
     while poly::degree(&current).is_some_and(|d| d > degree_max) {
-        let (quotient, remainder) = poly::div_rem(&previous, &current);
-        let next_t = poly::sub(&previous_t, &poly::mul(&quotient, &current_t));
+        // c·previous = q·current + remainder, so remainder ≡ (c·previous_t − q·current_t)·L:
+        // the cofactors carry the same scalar as the remainders, which `normalise` divides out.
+        let (c, quotient, remainder) = poly::pseudo_div_rem(&previous, &current);
+        let next_t = poly::sub(
+            &poly::scale(&previous_t, c),
+            &poly::mul(&quotient, &current_t),
+        );
         previous = std::mem::replace(&mut current, remainder);
         previous_t = std::mem::replace(&mut current_t, next_t);
     }

@@ -81,24 +81,87 @@ pub fn div_rem(a: &[u64], b: &[u64]) -> (Poly, Poly) {
         1 => 1,
         lead => field::inv(lead),
     };
-    let mut remainder = a.to_vec();
+    // Unreduced 128-bit slots: each row adds `factor · (P − b_j)`, and only the next leading
+    // coefficient is reduced before it is used (like `Modulus::reduce_into`).
+    let negated: Vec<u64> = b[..b_degree].iter().map(|&c| field::neg(c)).collect();
+    let mut acc: Vec<u128> = a.iter().map(|&c| c as u128).collect();
     let mut quotient = vec![0; a.len() - b_degree];
-    for shift in (0..quotient.len()).rev() {
+    for (row, shift) in (0..quotient.len()).rev().enumerate() {
+        let top = field::reduce128(acc[shift + b_degree]);
+        if top != 0 {
+            let factor = field::mul(top, lead_inverse);
+            quotient[shift] = factor;
+            for (slot, &c) in acc[shift..shift + b_degree].iter_mut().zip(&negated) {
+                *slot += factor as u128 * c as u128;
+            }
+        }
+        if row % FOLD_ROWS == FOLD_ROWS - 1 {
+            fold_all(&mut acc[..shift + b_degree]);
+        }
+    }
+    let mut remainder: Poly = acc[..b_degree.min(acc.len())]
+        .iter()
+        .map(|&slot| field::reduce128(slot))
+        .collect();
+    trim(&mut remainder);
+    trim(&mut quotient);
+    (quotient, remainder)
+}
+
+/// `(c, q, r)` with `c·a = q·b + r`, deg r < deg b and c a non-zero scalar (a power of b's
+/// leading coefficient): division without an inversion (~70 dependent products, more than a
+/// row costs at the degrees decoding sees).
+///
+/// Row by row, `r ← lead·r − top·z^shift·b`. Scaling is lazy: a coefficient is brought to the
+/// running power of `lead` when the row window first reaches it, so a row costs deg b fused
+/// products (two products, one reduction) like a plain division.
+pub fn pseudo_div_rem(a: &[u64], b: &[u64]) -> (u64, Poly, Poly) {
+    let b_degree = degree(b).expect("division by the zero polynomial");
+    let lead = b[b_degree];
+    if lead == 1 || a.len() < b.len() {
+        let (quotient, remainder) = div_rem(a, b);
+        return (1, quotient, remainder);
+    }
+    let negated: Vec<u64> = b[..b_degree].iter().map(|&c| field::neg(c)).collect();
+    let mut remainder = a.to_vec();
+    let rows = a.len() - b_degree;
+    // quotient[shift] = (top, scaling rows before it); later rows scale it by `lead` each.
+    let mut tops = vec![(0u64, 0usize); rows];
+    let mut power = 1; // lead^(scaling rows so far)
+    let mut scaling_rows = 0;
+    for shift in (0..rows).rev() {
+        if shift + 1 < rows {
+            // r[shift] enters the window now; the others in it are at `power` already.
+            remainder[shift] = field::mul(remainder[shift], power);
+        }
         let top = remainder[shift + b_degree];
         if top == 0 {
             continue;
         }
-        let factor = field::mul(top, lead_inverse);
-        quotient[shift] = factor;
-        for (j, &bj) in b.iter().enumerate() {
-            remainder[shift + j] = field::sub(remainder[shift + j], field::mul(factor, bj));
+        let (lead_wide, top_wide) = (lead as u128, top as u128);
+        for (slot, &c) in remainder[shift..shift + b_degree].iter_mut().zip(&negated) {
+            *slot = field::reduce128(*slot as u128 * lead_wide + top_wide * c as u128);
         }
-        debug_assert_eq!(remainder[shift + b_degree], 0);
+        remainder[shift + b_degree] = 0;
+        tops[shift] = (top, scaling_rows);
+        power = field::mul(power, lead);
+        scaling_rows += 1;
     }
+    let mut powers = vec![1u64; scaling_rows + 1];
+    for k in 1..powers.len() {
+        powers[k] = field::mul(powers[k - 1], lead);
+    }
+    let mut quotient: Poly = tops
+        .iter()
+        .map(|&(top, before)| match top {
+            0 => 0,
+            _ => field::mul(top, powers[scaling_rows - before - 1]),
+        })
+        .collect();
     remainder.truncate(b_degree);
     trim(&mut remainder);
     trim(&mut quotient);
-    (quotient, remainder)
+    (power, quotient, remainder)
 }
 
 /// The polynomial divided by its leading coefficient (zero stays zero).
@@ -114,6 +177,31 @@ pub fn monic(poly: &[u64]) -> Poly {
 /// Euclid on remainders only, each step cross-multiplied (`lead(y)·x − lead(x)·z^s·y`) so no
 /// step inverts: one inversion at the end instead of one per division.
 pub fn gcd(a: &[u64], b: &[u64]) -> Poly {
+    monic(&gcd_scaled(a, b))
+}
+
+/// `x ← x mod y` up to a non-zero scalar, each step cross-multiplied
+/// (`lead(y)·x − lead(x)·z^s·y`) so that nothing is inverted.
+fn reduce_cross_multiplied(x: &mut Poly, y: &[u64]) {
+    let y_lead = y[y.len() - 1];
+    while x.len() >= y.len() {
+        let shift = x.len() - y.len();
+        let minus_x_lead = field::neg(x[x.len() - 1]) as u128;
+        for slot in &mut x[..shift] {
+            *slot = field::mul(*slot, y_lead);
+        }
+        // Both products in one 128-bit sum (< 2^123), reduced once.
+        for (slot, &c) in x[shift..].iter_mut().zip(y) {
+            *slot = field::reduce128(*slot as u128 * y_lead as u128 + minus_x_lead * c as u128);
+        }
+        debug_assert_eq!(x.last(), Some(&0));
+        trim(x);
+    }
+}
+
+/// A greatest common divisor up to a non-zero scalar (no inversion): [`gcd`] before its final
+/// normalisation.
+pub fn gcd_scaled(a: &[u64], b: &[u64]) -> Poly {
     let (mut x, mut y) = (a.to_vec(), b.to_vec());
     trim(&mut x);
     trim(&mut y);
@@ -121,23 +209,10 @@ pub fn gcd(a: &[u64], b: &[u64]) -> Poly {
         std::mem::swap(&mut x, &mut y);
     }
     while !y.is_empty() {
-        // x ← x mod y, up to a non-zero scalar.
-        let y_lead = y[y.len() - 1];
-        while x.len() >= y.len() {
-            let shift = x.len() - y.len();
-            let x_lead = x[x.len() - 1];
-            for slot in &mut x[..shift] {
-                *slot = field::mul(*slot, y_lead);
-            }
-            for (slot, &c) in x[shift..].iter_mut().zip(&y) {
-                *slot = field::sub(field::mul(*slot, y_lead), field::mul(x_lead, c));
-            }
-            debug_assert_eq!(x.last(), Some(&0));
-            trim(&mut x);
-        }
+        reduce_cross_multiplied(&mut x, &y);
         std::mem::swap(&mut x, &mut y);
     }
-    monic(&x)
+    x
 }
 
 /// `Π (z − root)`.
@@ -162,16 +237,18 @@ pub fn interpolate_consecutive(values: &[u64], inverses: &[u64]) -> Poly {
     // Points are z_i = i + 1, so z_i − z_{i−j} = j.
     for (j, &inverse) in inverses.iter().enumerate().take(n).skip(1) {
         for i in (j..n).rev() {
-            coefficients[i] = field::mul(field::sub(coefficients[i], coefficients[i - 1]), inverse);
+            // (c_i + P − c_(i−1))·j^−1 as one 128-bit product (< 2^123), reduced once.
+            let difference = coefficients[i] as u128 + (P - coefficients[i - 1]) as u128;
+            coefficients[i] = field::reduce128(difference * inverse as u128);
         }
     }
     // Newton form to monomial form: L = c_{n−1}; L = L·(z − z_k) + c_k.
     let mut out: Poly = Vec::with_capacity(n);
     for k in (0..n).rev() {
-        let point = k as u64 + 1;
+        let minus_point = (P - (k as u64 + 1)) as u128;
         out.insert(0, 0);
         for i in 0..out.len() - 1 {
-            out[i] = field::sub(out[i], field::mul(point, out[i + 1]));
+            out[i] = field::reduce128(out[i] as u128 + minus_point * out[i + 1] as u128);
         }
         out[0] = field::add(out[0], coefficients[k]);
     }
@@ -382,6 +459,15 @@ mod tests {
             let (quotient, remainder) = div_rem(&a, &b);
             let back = sub(&mul(&quotient, &b), &scale(&remainder, P - 1));
             prop_assert_eq!(back, a);
+            prop_assert!(remainder.len() < b.len());
+        }
+
+        #[test]
+        fn pseudo_division_reconstructs(a in coefficients(40), b in coefficients(20)) {
+            prop_assume!(!b.is_empty());
+            let (c, quotient, remainder) = pseudo_div_rem(&a, &b);
+            prop_assert!(c != 0);
+            prop_assert_eq!(sub(&mul(&quotient, &b), &scale(&remainder, P - 1)), scale(&a, c));
             prop_assert!(remainder.len() < b.len());
         }
 
