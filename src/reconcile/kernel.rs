@@ -115,6 +115,16 @@ mod x86 {
 
     pub(super) fn avx2(values: &mut [u64], points: &[u64], xs: &[u64]) {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
+        if fits_differences(points, xs) {
+            for (values, points) in values.chunks_mut(FD_CHUNK).zip(points.chunks(FD_CHUNK)) {
+                // SAFETY: AVX2 is present (asserted above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    differences(values, points[0], xs);
+                }
+            }
+            return;
+        }
         let body = values.len() / 4 * 4;
         let (body_values, body_points) = (&mut values[..body], &points[..body]);
         // Tiny points (the sample points 1..=128 always are): four factors per product.
@@ -140,6 +150,208 @@ mod x86 {
             avx2_body(body_values, body_points, rest);
         }
         scalar(&mut values[body..], &points[body..], xs);
+    }
+
+    /// Elements per lane in a full finite-difference pass: the degree of each lane's product.
+    const FD_DEGREE: usize = 8;
+
+    /// Elements per full pass: one group of `FD_DEGREE` in each of the four lanes.
+    const FD_PASS: usize = 4 * FD_DEGREE;
+
+    /// Points per accumulator chunk (a leaf has 128): 4 KiB of lane accumulators, kept in L1.
+    const FD_CHUNK: usize = 128;
+
+    /// Below these, seeding the difference tables and combining the lanes costs more than the
+    /// quad and body kernels (measured).
+    const FD_MIN_POINTS: usize = 16;
+    const FD_MIN_ELEMENTS: usize = 8;
+
+    /// Whether the finite-difference kernel applies: enough consecutive points and elements.
+    fn fits_differences(points: &[u64], xs: &[u64]) -> bool {
+        // Canonical points are below P, so `w[0] + 1` cannot overflow.
+        points.len() >= FD_MIN_POINTS
+            && xs.len() >= FD_MIN_ELEMENTS
+            && points.windows(2).all(|w| w[1] == w[0] + 1)
+    }
+
+    /// An unaligned load of four lanes.
+    #[target_feature(enable = "avx2")]
+    fn load4(lanes: &[u64; 4]) -> __m256i {
+        // SAFETY: `lanes` is 32 readable bytes; the load has no alignment requirement.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm256_loadu_si256(lanes.as_ptr().cast())
+        }
+    }
+
+    /// An unaligned store of four lanes.
+    #[target_feature(enable = "avx2")]
+    fn store4(lanes: &mut [u64; 4], vector: __m256i) {
+        // SAFETY: `lanes` is 32 writable bytes; the store has no alignment requirement.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), vector);
+        }
+    }
+
+    /// `(x mod 2^61) + (x >> 61)`: congruent to any lane x, and at most `P + 7`.
+    #[target_feature(enable = "avx2")]
+    fn fold4(x: __m256i) -> __m256i {
+        let p = _mm256_set1_epi64x(P as i64);
+        _mm256_add_epi64(_mm256_and_si256(x, p), _mm256_srli_epi64::<61>(x))
+    }
+
+    /// `values[i] *= Π_{x ∈ xs} (z0 + i − x)` by finite differences (module docs), for up to
+    /// `FD_CHUNK` consecutive points starting at `z0`.
+    #[target_feature(enable = "avx2")]
+    fn differences(values: &mut [u64], z0: u64, xs: &[u64]) {
+        debug_assert!(!values.is_empty() && values.len() <= FD_CHUNK && !xs.is_empty());
+        // acc[i] lane g: the product of lane g's polynomials at point z0 + i (≤ P + 7).
+        let mut acc = [_mm256_setzero_si256(); FD_CHUNK];
+        let acc = &mut acc[..values.len()];
+        for (pass, group) in xs.chunks(FD_PASS).enumerate() {
+            let first = pass == 0;
+            // A short last pass uses lower-degree lanes: its walk costs less per point.
+            match group.len().div_ceil(4) {
+                1 => fd_pass::<1>(acc, z0, group, first),
+                2 => fd_pass::<2>(acc, z0, group, first),
+                3 => fd_pass::<3>(acc, z0, group, first),
+                4 => fd_pass::<4>(acc, z0, group, first),
+                5 => fd_pass::<5>(acc, z0, group, first),
+                6 => fd_pass::<6>(acc, z0, group, first),
+                7 => fd_pass::<7>(acc, z0, group, first),
+                _ => fd_pass::<FD_DEGREE>(acc, z0, group, first),
+            }
+        }
+        combine_lanes(values, acc);
+    }
+
+    /// One pass: lane g takes the elements `group[4j + g]`, seeds its table, walks the points.
+    #[target_feature(enable = "avx2")]
+    fn fd_pass<const D: usize>(acc: &mut [__m256i], z0: u64, group: &[u64], first: bool) {
+        debug_assert!(D <= FD_DEGREE && group.len() <= 4 * D);
+        let (table, top) = fd_seed::<D>(z0, group);
+        if first {
+            fd_walk::<D, true>(acc, table, top);
+        } else {
+            fd_walk::<D, false>(acc, table, top);
+        }
+    }
+
+    /// Δ^0..Δ^{D−1} at z0 of each lane's polynomial `Q_g(z) = Π_j (z − x_{g,j})`, and the
+    /// constant Δ^D (D! for a lane of D elements, 0 for fewer), all at most `P + 7`.
+    ///
+    /// Samples `Q_g(z0 + t)` for t = 0..=D (D − 1 products each), then differences them in
+    /// place. A missing element (short pass) is the factor 1 at every t.
+    #[target_feature(enable = "avx2")]
+    fn fd_seed<const D: usize>(z0: u64, group: &[u64]) -> ([__m256i; D], __m256i) {
+        // Factor of element 4j + g at z0 + t: y[j][g] + t·step[j][g], with y = z0 − x.
+        let mut y = [[1u64; 4]; D];
+        let mut step = [[0u64; 4]; D];
+        for (i, &x) in group.iter().enumerate() {
+            y[i / 4][i % 4] = super::field::sub(z0, x);
+            step[i / 4][i % 4] = u64::MAX;
+        }
+        let mut samples = [_mm256_setzero_si256(); FD_DEGREE + 1];
+        for (t, sample) in samples[..=D].iter_mut().enumerate() {
+            let t = _mm256_set1_epi64x(t as i64);
+            // y < P and t ≤ D ≤ 8, so every factor is at most P + 7, as mulmod4_split31 needs.
+            let factor =
+                |j: usize| _mm256_add_epi64(load4(&y[j]), _mm256_and_si256(t, load4(&step[j])));
+            let mut product = factor(0);
+            for j in 1..D {
+                product = mulmod4_split31(product, factor(j));
+            }
+            *sample = product;
+        }
+        // After round k, samples[t] = Δ^k Q(z0 + t − k) for t ≥ k; samples[k] is final.
+        let two_p = _mm256_set1_epi64x(2 * P as i64);
+        for k in 1..=D {
+            for t in (k..=D).rev() {
+                // a + 2P − b with a, b ≤ P + 7: positive and below 2^63, folded to ≤ P + 3.
+                let difference =
+                    _mm256_sub_epi64(_mm256_add_epi64(samples[t], two_p), samples[t - 1]);
+                samples[t] = fold4(difference);
+            }
+        }
+        let mut table = [_mm256_setzero_si256(); D];
+        table.copy_from_slice(&samples[..D]);
+        (table, samples[D])
+    }
+
+    /// Walks the points: `acc[i] *= Δ^0`, then `Δ^k += Δ^{k+1}` for every k.
+    ///
+    /// Bounds: after a fold every entry is at most P + 7; one step later at most 2(P + 7),
+    /// which is a valid `mulmod4_split31` factor (< 2^63); two steps later at most
+    /// 4(P + 7) = 2^63 + 24 < 2^64 (Δ^k + 2Δ^{k+1} + Δ^{k+2}). So one fold per two points, and
+    /// the first pass stores folded Δ^0 instead of multiplying the accumulators (all 1).
+    #[target_feature(enable = "avx2")]
+    fn fd_walk<const D: usize, const FIRST: bool>(
+        acc: &mut [__m256i],
+        mut table: [__m256i; D],
+        top: __m256i,
+    ) {
+        let step = |slot: &mut __m256i, table: &mut [__m256i; D]| {
+            *slot = if FIRST {
+                fold4(table[0])
+            } else {
+                mulmod4_split31(*slot, table[0])
+            };
+            for k in 0..D - 1 {
+                table[k] = _mm256_add_epi64(table[k], table[k + 1]);
+            }
+            table[D - 1] = _mm256_add_epi64(table[D - 1], top);
+        };
+        let mut pairs = acc.chunks_exact_mut(2);
+        for pair in &mut pairs {
+            step(&mut pair[0], &mut table);
+            step(&mut pair[1], &mut table);
+            for entry in &mut table {
+                *entry = fold4(*entry);
+            }
+        }
+        // An odd last point: its update is never used, so no fold.
+        for slot in pairs.into_remainder() {
+            step(slot, &mut table);
+        }
+    }
+
+    /// `values[i] *= Π_g acc[i][g]`, canonical: the four lanes of four points are transposed
+    /// in two halves (`unpack` within 128-bit halves, one cross-half permute per two
+    /// products), so each point costs one vector product of lanes plus one into its value.
+    #[target_feature(enable = "avx2")]
+    fn combine_lanes(values: &mut [u64], acc: &[__m256i]) {
+        debug_assert_eq!(values.len(), acc.len());
+        let mut value_blocks = values.chunks_exact_mut(4);
+        let mut acc_blocks = acc.chunks_exact(4);
+        for (block, a) in (&mut value_blocks).zip(&mut acc_blocks) {
+            // Lanes (point, group): pair products (i, 01), (i+1, 01), (i, 23), (i+1, 23), …
+            let first = mulmod4_split31(
+                _mm256_unpacklo_epi64(a[0], a[1]),
+                _mm256_unpackhi_epi64(a[0], a[1]),
+            );
+            let second = mulmod4_split31(
+                _mm256_unpacklo_epi64(a[2], a[3]),
+                _mm256_unpackhi_epi64(a[2], a[3]),
+            );
+            let lanes = mulmod4_split31(
+                _mm256_permute2x128_si256::<0x20>(first, second),
+                _mm256_permute2x128_si256::<0x31>(first, second),
+            );
+            let block: &mut [u64; 4] = block.try_into().expect("chunks of four");
+            store4(block, canonical4(mulmod4_split31(lanes, load4(block))));
+        }
+        for (value, a) in value_blocks
+            .into_remainder()
+            .iter_mut()
+            .zip(acc_blocks.remainder())
+        {
+            let mut lanes = [0u64; 4];
+            store4(&mut lanes, *a);
+            *value = lanes.iter().fold(*value, |product, &lane| {
+                super::field::mul(product, super::field::reduce64(lane))
+            });
+        }
     }
 
     /// Points below this have z⁴ < 2^32, so `avx2_quads` can multiply by 32-bit powers of z.
@@ -623,6 +835,100 @@ mod tests {
         fn long_batches_match_u128(values in proptest::collection::vec(edge_or_any(), 0..24),
                                    xs in proptest::collection::vec(edge_or_any(), 60..150)) {
             let points: Vec<u64> = (1..=values.len() as u64).collect();
+            for kernel in Kernel::available() {
+                check(kernel, (values.clone(), points.clone(), xs.clone()));
+            }
+        }
+    }
+
+    /// Whether the AVX2 kernel can run here; says so when a test has to skip it.
+    fn avx2_or_skip(test: &str) -> bool {
+        let available = Kernel::Avx2.is_available();
+        if !available {
+            eprintln!("{test}: skipped, this CPU has no AVX2");
+        }
+        available
+    }
+
+    /// A deterministic stream of canonical values with edge values mixed in.
+    fn edgy_values(count: usize, seed: u64) -> Vec<u64> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                match state >> 60 {
+                    0 => 0,
+                    1 => 1,
+                    2 => P - 1,
+                    3 => (state >> 32) % 130, // on or next to a sample point
+                    _ => (state >> 3) % P,
+                }
+            })
+            .collect()
+    }
+
+    /// Every batch size 0..200 at the sample points 1..=128: full finite-difference passes,
+    /// short last passes of every degree, and the small batches that take the quad kernel.
+    #[test]
+    fn avx2_every_batch_size_matches_u128() {
+        if !avx2_or_skip("avx2_every_batch_size_matches_u128") {
+            return;
+        }
+        let points: Vec<u64> = (1..=128).collect();
+        for len in 0..200 {
+            let values = edgy_values(points.len(), len as u64);
+            let xs = edgy_values(len, 1000 + len as u64);
+            check(Kernel::Avx2, (values, points.clone(), xs));
+        }
+    }
+
+    /// Every consecutive run of the sample points (start 1..=128, every length), as sessions
+    /// ask for, with a batch of two full passes and a short one.
+    #[test]
+    fn avx2_consecutive_sub_slices_match_u128() {
+        if !avx2_or_skip("avx2_consecutive_sub_slices_match_u128") {
+            return;
+        }
+        let xs = edgy_values(75, 7);
+        let all: Vec<u64> = (1..=128).collect();
+        for start in 0..all.len() {
+            for end in start + 1..=all.len() {
+                let points = all[start..end].to_vec();
+                let values = edgy_values(points.len(), (start * 131 + end) as u64);
+                check(Kernel::Avx2, (values, points, xs.clone()));
+            }
+        }
+    }
+
+    /// Consecutive points anywhere in the field (near P, more than one accumulator chunk)
+    /// and points that are not consecutive (which must fall back) stay exact.
+    #[test]
+    fn avx2_other_point_runs_match_u128() {
+        if !avx2_or_skip("avx2_other_point_runs_match_u128") {
+            return;
+        }
+        let xs = edgy_values(45, 9);
+        let near_p: Vec<u64> = (P - 140..P).collect();
+        let long: Vec<u64> = (1..=300).collect();
+        let mut gap: Vec<u64> = (1..=128).collect();
+        gap[64] = 200;
+        let reversed: Vec<u64> = (1..=128).rev().collect();
+        for points in [near_p, long, gap, reversed, vec![5; 40]] {
+            let values = edgy_values(points.len(), 3);
+            check(Kernel::Avx2, (values, points, xs.clone()));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Random consecutive runs and batches with edge values, every kernel.
+        #[test]
+        fn consecutive_runs_match_u128(first in prop_oneof![1u64..=128, Just(P - 200), 0..P - 200],
+                                       values in proptest::collection::vec(edge_or_any(), 0..150),
+                                       xs in proptest::collection::vec(edge_or_any(), 0..100)) {
+            let points: Vec<u64> = (first..first + values.len() as u64).collect();
             for kernel in Kernel::available() {
                 check(kernel, (values.clone(), points.clone(), xs.clone()));
             }
