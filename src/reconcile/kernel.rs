@@ -238,64 +238,76 @@ mod x86 {
         }
     }
 
-    /// Δ^0..Δ^{D−1} at z0 of each lane's polynomial `Q_g(z) = Π_j (z − x_{g,j})`, and the
-    /// constant Δ^D (D! for a lane of D elements, 0 for fewer), all at most `P + 7`.
+    /// Δ^0..Δ^{D−1} at z0 of each lane's polynomial `Q_g(z) = Π_j (z − x_{g,j})`, lazily
+    /// reduced (≤ P + 7), and the constant Δ^D exactly (D! for a lane of D elements, else 0).
     ///
-    /// Samples `Q_g(z0 + t)` for t = 0..=D (D − 1 products each), then differences them in
-    /// place. A missing element (short pass) is the factor 1 at every t.
+    /// Builds `Q_g(z0 + t) = Π_j (t + y_j)`, `y_j = z0 − x_j`, in the falling-factorial basis
+    /// `t^(k) = t(t − 1)…(t − k + 1)`, where `Δ^k Q(z0) = k!·a_k`. Since `t·t^(k) = t^(k+1) +
+    /// k·t^(k)`, multiplying by `(s·t + y)` maps `a_k` to `s·a_{k−1} + (s·k + y)·a_k`: D(D + 1)/2
+    /// products in independent chains (sampling D + 1 points and differencing them took 63
+    /// products in serial chains and twice the time). A missing element (short pass) is the
+    /// factor 1: s = 0, y = 1.
     #[target_feature(enable = "avx2")]
     fn fd_seed<const D: usize>(z0: u64, group: &[u64]) -> ([__m256i; D], __m256i) {
-        // Factor of element 4j + g at z0 + t: y[j][g] + t·step[j][g], with y = z0 − x.
         let mut y = [[1u64; 4]; D];
-        let mut step = [[0u64; 4]; D];
+        let mut s = [[0u64; 4]; D];
         for (i, &x) in group.iter().enumerate() {
             y[i / 4][i % 4] = super::field::sub(z0, x);
-            step[i / 4][i % 4] = u64::MAX;
+            s[i / 4][i % 4] = u64::MAX;
         }
-        let mut samples = [_mm256_setzero_si256(); FD_DEGREE + 1];
-        for (t, sample) in samples[..=D].iter_mut().enumerate() {
-            let t = _mm256_set1_epi64x(t as i64);
-            // y < P and t ≤ D ≤ 8, so every factor is at most P + 7, as mulmod4_split31 needs.
-            let factor =
-                |j: usize| _mm256_add_epi64(load4(&y[j]), _mm256_and_si256(t, load4(&step[j])));
-            let mut product = factor(0);
-            for j in 1..D {
-                product = mulmod4_split31(product, factor(j));
-            }
-            *sample = product;
-        }
-        // After round k, samples[t] = Δ^k Q(z0 + t − k) for t ≥ k; samples[k] is final.
-        let two_p = _mm256_set1_epi64x(2 * P as i64);
-        for k in 1..=D {
-            for t in (k..=D).rev() {
-                // a + 2P − b with a, b ≤ P + 7: positive and below 2^63, folded to ≤ P + 3.
-                let difference =
-                    _mm256_sub_epi64(_mm256_add_epi64(samples[t], two_p), samples[t - 1]);
-                samples[t] = fold4(difference);
+        let mut a = [_mm256_setzero_si256(); FD_DEGREE + 1];
+        a[0] = _mm256_set1_epi64x(1);
+        for j in 0..D {
+            let (y, s) = (load4(&y[j]), load4(&s[j]));
+            // Degree ≤ j so far: the new top is s·a_j, then downwards so a_{k−1} is still old.
+            a[j + 1] = _mm256_and_si256(a[j], s);
+            for k in (0..=j).rev() {
+                // y + k ≤ P + 6 (k < D ≤ 8) and a_k ≤ P + 7: valid operands; sum < 2^63.
+                let factor = _mm256_add_epi64(y, _mm256_and_si256(_mm256_set1_epi64x(k as i64), s));
+                let product = mulmod4_split32(factor, a[k]);
+                let carried = if k > 0 {
+                    _mm256_and_si256(a[k - 1], s)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                a[k] = fold4(_mm256_add_epi64(product, carried));
             }
         }
         let mut table = [_mm256_setzero_si256(); D];
-        table.copy_from_slice(&samples[..D]);
-        (table, samples[D])
+        let mut factorial = 1u64;
+        for (k, entry) in table.iter_mut().enumerate() {
+            factorial *= k.max(1) as u64;
+            *entry = if k < 2 {
+                a[k]
+            } else {
+                mulmod4_split32(a[k], _mm256_set1_epi64x(factorial as i64))
+            };
+        }
+        // a_D is exactly 1 (D elements) or 0 (fewer): the mask keeps D! or 0, both canonical.
+        let top_mask = _mm256_cmpeq_epi64(a[D], _mm256_set1_epi64x(1));
+        let top = _mm256_and_si256(top_mask, _mm256_set1_epi64x((factorial * D as u64) as i64));
+        (table, top)
     }
 
     /// Walks the points: `acc[i] *= Δ^0`, then `Δ^k += Δ^{k+1}` for every k.
     ///
-    /// Bounds: after a fold every entry is at most P + 7; one step later at most 2(P + 7),
-    /// which is a valid `mulmod4_split31` factor (< 2^63); two steps later at most
-    /// 4(P + 7) = 2^63 + 24 < 2^64 (Δ^k + 2Δ^{k+1} + Δ^{k+2}). So one fold per two points, and
-    /// the first pass stores folded Δ^0 instead of multiplying the accumulators (all 1).
+    /// Bounds (at most `FD_CHUNK` = 128 points): Δ^D ≤ 8! is exact, so Δ^{D−1} only grows
+    /// from ≤ P + 7 to below 2^61 + 2^23 and is never folded. The other entries are folded to
+    /// ≤ P + 7 every second point: one point later they are below 2(2^61 + 2^23) < 2^63, a
+    /// valid `mulmod4_split32` factor; two points later below 4(2^61 + 2^23) < 2^64
+    /// (Δ^k + 2Δ^{k+1} + Δ^{k+2}). The first pass stores Δ^0 (folded) instead of multiplying.
     #[target_feature(enable = "avx2")]
     fn fd_walk<const D: usize, const FIRST: bool>(
         acc: &mut [__m256i],
         mut table: [__m256i; D],
         top: __m256i,
     ) {
+        debug_assert!(acc.len() <= FD_CHUNK);
         let step = |slot: &mut __m256i, table: &mut [__m256i; D]| {
             *slot = if FIRST {
                 fold4(table[0])
             } else {
-                mulmod4_split31(*slot, table[0])
+                mulmod4_split32(*slot, table[0])
             };
             for k in 0..D - 1 {
                 table[k] = _mm256_add_epi64(table[k], table[k + 1]);
@@ -306,7 +318,7 @@ mod x86 {
         for pair in &mut pairs {
             step(&mut pair[0], &mut table);
             step(&mut pair[1], &mut table);
-            for entry in &mut table {
+            for entry in &mut table[..D - 1] {
                 *entry = fold4(*entry);
             }
         }
@@ -316,30 +328,26 @@ mod x86 {
         }
     }
 
-    /// `values[i] *= Π_g acc[i][g]`, canonical: the four lanes of four points are transposed
-    /// in two halves (`unpack` within 128-bit halves, one cross-half permute per two
-    /// products), so each point costs one vector product of lanes plus one into its value.
+    /// `values[i] *= Π_g acc[i][g]`, canonical. Blocks of four points are transposed in two
+    /// halves (`unpack` within 128-bit halves, one cross-half permute per two products), so a
+    /// point costs one vector product of lanes plus one into its value; two blocks at a time,
+    /// as their product chains are independent and hide each other's latency.
     #[target_feature(enable = "avx2")]
     fn combine_lanes(values: &mut [u64], acc: &[__m256i]) {
         debug_assert_eq!(values.len(), acc.len());
+        let mut value_pairs = values.chunks_exact_mut(8);
+        let mut acc_pairs = acc.chunks_exact(8);
+        for (block, a) in (&mut value_pairs).zip(&mut acc_pairs) {
+            let (low, high) = (lane_products(&a[..4]), lane_products(&a[4..]));
+            let (low_values, high_values) = block.split_at_mut(4);
+            multiply_into(low_values, low);
+            multiply_into(high_values, high);
+        }
+        let (values, acc) = (value_pairs.into_remainder(), acc_pairs.remainder());
         let mut value_blocks = values.chunks_exact_mut(4);
         let mut acc_blocks = acc.chunks_exact(4);
         for (block, a) in (&mut value_blocks).zip(&mut acc_blocks) {
-            // Lanes (point, group): pair products (i, 01), (i+1, 01), (i, 23), (i+1, 23), …
-            let first = mulmod4_split31(
-                _mm256_unpacklo_epi64(a[0], a[1]),
-                _mm256_unpackhi_epi64(a[0], a[1]),
-            );
-            let second = mulmod4_split31(
-                _mm256_unpacklo_epi64(a[2], a[3]),
-                _mm256_unpackhi_epi64(a[2], a[3]),
-            );
-            let lanes = mulmod4_split31(
-                _mm256_permute2x128_si256::<0x20>(first, second),
-                _mm256_permute2x128_si256::<0x31>(first, second),
-            );
-            let block: &mut [u64; 4] = block.try_into().expect("chunks of four");
-            store4(block, canonical4(mulmod4_split31(lanes, load4(block))));
+            multiply_into(block, lane_products(a));
         }
         for (value, a) in value_blocks
             .into_remainder()
@@ -352,6 +360,31 @@ mod x86 {
                 super::field::mul(product, super::field::reduce64(lane))
             });
         }
+    }
+
+    /// For four points' lane vectors, the vector of the four points' lane products.
+    #[target_feature(enable = "avx2")]
+    fn lane_products(a: &[__m256i]) -> __m256i {
+        // Lanes (point, group): pair products (i, 01), (i+1, 01), (i, 23), (i+1, 23), …
+        let first = mulmod4_split32(
+            _mm256_unpacklo_epi64(a[0], a[1]),
+            _mm256_unpackhi_epi64(a[0], a[1]),
+        );
+        let second = mulmod4_split32(
+            _mm256_unpacklo_epi64(a[2], a[3]),
+            _mm256_unpackhi_epi64(a[2], a[3]),
+        );
+        mulmod4_split32(
+            _mm256_permute2x128_si256::<0x20>(first, second),
+            _mm256_permute2x128_si256::<0x31>(first, second),
+        )
+    }
+
+    /// `block[i] = block[i] · products[i]`, canonical.
+    #[target_feature(enable = "avx2")]
+    fn multiply_into(block: &mut [u64], products: __m256i) {
+        let block: &mut [u64; 4] = block.try_into().expect("blocks of four");
+        store4(block, canonical4(mulmod4_split32(products, load4(block))));
     }
 
     /// Points below this have z⁴ < 2^32, so `avx2_quads` can multiply by 32-bit powers of z.
@@ -515,19 +548,59 @@ mod x86 {
         _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum))
     }
 
-    /// `mulmod4_split31` on plain lanes, for the tests (which need AVX2 to call it).
+    /// `a · f mod P` like `mulmod4_split31` (same bounds: `a ≤ P + 7`, `f < 2^63`, result
+    /// `≤ P + 7`), split at bit 32 so the high halves come from a shuffle, which Zen 1 runs on
+    /// two pipes, instead of a shift, which it runs on one.
+    ///
+    /// Bounds: a_hi ≤ 2^29, f_hi < 2^31; low·low < 2^64 folds to ≤ P + 7; the middle sum
+    /// < 2^63 + 2^61 splits at bit 29 (`2^32·2^29 ≡ 1`) into < 2^35 and < 2^61; 8·high·high
+    /// < 2^63 (`2^64 ≡ 8`); the total stays below 2^64.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn mulmod4_split32(a: __m256i, f: __m256i) -> __m256i {
+        let low29 = _mm256_set1_epi64x((1 << 29) - 1);
+        let p = _mm256_set1_epi64x(P as i64);
+        // Dwords [1, 1, 3, 3] of each half: the high 32 bits land in the low half of each lane.
+        let (a_hi, f_hi) = (
+            _mm256_shuffle_epi32::<0xF5>(a),
+            _mm256_shuffle_epi32::<0xF5>(f),
+        );
+        let low_low = _mm256_mul_epu32(a, f);
+        let middle = _mm256_add_epi64(_mm256_mul_epu32(a, f_hi), _mm256_mul_epu32(a_hi, f));
+        let high_high = _mm256_mul_epu32(a_hi, f_hi);
+        let low_term = _mm256_add_epi64(
+            _mm256_and_si256(low_low, p),
+            _mm256_srli_epi64::<61>(low_low),
+        );
+        let middle_term = _mm256_add_epi64(
+            _mm256_srli_epi64::<29>(middle),
+            _mm256_slli_epi64::<32>(_mm256_and_si256(middle, low29)),
+        );
+        let sum = _mm256_add_epi64(
+            _mm256_add_epi64(low_term, middle_term),
+            _mm256_slli_epi64::<3>(high_high),
+        );
+        _mm256_add_epi64(_mm256_and_si256(sum, p), _mm256_srli_epi64::<61>(sum))
+    }
+
+    /// `mulmod4_split31` (`split32 == false`) or `mulmod4_split32` on plain lanes, for the
+    /// tests (which need AVX2 to call them).
     #[cfg(test)]
-    pub(super) fn mulmod4_split31_lanes(a: [u64; 4], f: [u64; 4]) -> [u64; 4] {
+    pub(super) fn mulmod4_lanes(a: [u64; 4], f: [u64; 4], split32: bool) -> [u64; 4] {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
         let mut out = [0u64; 4];
         // SAFETY: AVX2 is present (asserted above); the loads and the store cover exactly the
         // three 32-byte arrays.
         #[allow(unsafe_code)]
         unsafe {
-            let product = mulmod4_split31(
+            let (a, f) = (
                 _mm256_loadu_si256(a.as_ptr().cast()),
                 _mm256_loadu_si256(f.as_ptr().cast()),
             );
+            let product = if split32 {
+                mulmod4_split32(a, f)
+            } else {
+                mulmod4_split31(a, f)
+            };
             _mm256_storeu_si256(out.as_mut_ptr().cast(), product);
         }
         out
@@ -764,7 +837,7 @@ mod tests {
         }
     }
 
-    /// Largest lazily reduced accumulator and factor `mulmod4_split31` accepts.
+    /// Largest lazily reduced accumulator and factor both split products accept.
     const ACC_MAX: u64 = P + 7;
     const FACTOR_MAX: u64 = (1 << 63) - 1;
 
@@ -794,17 +867,20 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
-        /// The split-at-31 product is exact mod P and stays lazily reduced (≤ P + 7) over its
-        /// whole input range, including the bounds the quad kernel relies on.
+        /// Both split products are exact mod P and stay lazily reduced (≤ P + 7) over their
+        /// whole input range, including the bounds the quad and finite-difference kernels
+        /// rely on.
         #[test]
-        fn split31_product_matches_u128(a in proptest::array::uniform4(acc_lane()),
-                                        f in proptest::array::uniform4(factor_lane())) {
+        fn split_products_match_u128(a in proptest::array::uniform4(acc_lane()),
+                                     f in proptest::array::uniform4(factor_lane())) {
             if Kernel::Avx2.is_available() {
-                let got = x86::mulmod4_split31_lanes(a, f);
-                for lane in 0..4 {
-                    let want = (a[lane] as u128 * f[lane] as u128 % P as u128) as u64;
-                    prop_assert!(got[lane] <= ACC_MAX, "lane {lane} not lazily reduced");
-                    prop_assert_eq!(got[lane] % P, want, "lane {}", lane);
+                for split32 in [false, true] {
+                    let got = x86::mulmod4_lanes(a, f, split32);
+                    for lane in 0..4 {
+                        let want = (a[lane] as u128 * f[lane] as u128 % P as u128) as u64;
+                        prop_assert!(got[lane] <= ACC_MAX, "lane {lane} not lazily reduced");
+                        prop_assert_eq!(got[lane] % P, want, "lane {}", lane);
+                    }
                 }
             }
         }
