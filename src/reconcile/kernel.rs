@@ -8,9 +8,9 @@
 //! **Finite differences (AVX2, consecutive points).** The sample points are consecutive
 //! integers (1..=128, or a run of them), and along consecutive z a degree-D polynomial has
 //! `Δ^k Q(z + 1) = Δ^k Q(z) + Δ^{k+1} Q(z)` with `Δ^D` constant (D! when monic). So each of
-//! the four lanes takes a group of eight elements (32 per pass), seeds its table
-//! Δ^0..Δ^7 of `Q(z) = Π_group (z − x)` at the first point (36 products, in the
-//! falling-factorial basis), and walks the points with one product `acc[z] *= Δ^0` and eight
+//! the four lanes takes a group of eight elements (32 per pass; a last pass takes up to 40),
+//! seeds its table Δ^0..Δ^7 of `Q(z) = Π_group (z − x)` at the first point (36 products, in
+//! the falling-factorial basis), and walks the points with one product `acc[z] *= Δ^0` and eight
 //! additions: one product per point per eight elements instead of eight. Entries are folded
 //! every second point (bounds at `fd_walk`); per-lane accumulators (4 KiB for 128 points, in
 //! L1) are multiplied together and into `values` once per call, not per pass. A short last
@@ -175,6 +175,11 @@ mod x86 {
     /// Elements per full pass: one group of `FD_DEGREE` in each of the four lanes.
     const FD_PASS: usize = 4 * FD_DEGREE;
 
+    /// Largest lane degree: a remainder of up to 8 elements joins the last full pass (one walk
+    /// of degree ≤ 10 instead of two walks), which the ~32-element calls of a partition insert
+    /// often need. Degree 10 for every pass measured no faster than 8 (register pressure).
+    const FD_MAX_DEGREE: usize = FD_DEGREE + 2;
+
     /// Points per accumulator chunk (a leaf has 128): 4 KiB of lane accumulators, kept in L1.
     const FD_CHUNK: usize = 128;
 
@@ -228,10 +233,17 @@ mod x86 {
         // acc[i] lane g: the product of lane g's polynomials at point z0 + i (≤ P + 7).
         let mut acc = [_mm256_setzero_si256(); FD_CHUNK];
         let acc = &mut acc[..values.len()];
-        for (pass, group) in xs.chunks(FD_PASS).enumerate() {
+        let mut passes = xs.len() / FD_PASS;
+        let remainder = xs.len() % FD_PASS;
+        if passes > 0 && remainder <= 4 * (FD_MAX_DEGREE - FD_DEGREE) {
+            passes -= 1; // the last full pass takes the remainder
+        }
+        let (full, last) = xs.split_at(passes * FD_PASS);
+        for (pass, group) in full.chunks(FD_PASS).chain([last]).enumerate() {
             let first = pass == 0;
             // A short last pass uses lower-degree lanes: its walk costs less per point.
             match group.len().div_ceil(4) {
+                0 => {}
                 1 => fd_pass::<1>(acc, z0, group, first),
                 2 => fd_pass::<2>(acc, z0, group, first),
                 3 => fd_pass::<3>(acc, z0, group, first),
@@ -239,7 +251,9 @@ mod x86 {
                 5 => fd_pass::<5>(acc, z0, group, first),
                 6 => fd_pass::<6>(acc, z0, group, first),
                 7 => fd_pass::<7>(acc, z0, group, first),
-                _ => fd_pass::<FD_DEGREE>(acc, z0, group, first),
+                8 => fd_pass::<8>(acc, z0, group, first),
+                9 => fd_pass::<9>(acc, z0, group, first),
+                _ => fd_pass::<FD_MAX_DEGREE>(acc, z0, group, first),
             }
         }
         combine_lanes(values, acc);
@@ -248,7 +262,7 @@ mod x86 {
     /// One pass: lane g takes the elements `group[4j + g]`, seeds its table, walks the points.
     #[target_feature(enable = "avx2")]
     fn fd_pass<const D: usize>(acc: &mut [__m256i], z0: u64, group: &[u64], first: bool) {
-        debug_assert!(D <= FD_DEGREE && group.len() <= 4 * D);
+        debug_assert!(D <= FD_MAX_DEGREE && group.len() <= 4 * D);
         let (table, top) = fd_seed::<D>(z0, group);
         if first {
             fd_walk::<D, true>(acc, table, top);
@@ -274,16 +288,16 @@ mod x86 {
             y[i / 4][i % 4] = super::field::sub(z0, x);
             s[i / 4][i % 4] = u64::MAX;
         }
-        let mut a = [_mm256_setzero_si256(); FD_DEGREE + 1];
+        let mut a = [_mm256_setzero_si256(); FD_MAX_DEGREE + 1];
         a[0] = _mm256_set1_epi64x(1);
         for j in 0..D {
             let (y, s) = (load4(&y[j]), load4(&s[j]));
             // Degree ≤ j so far: the new top is s·a_j, then downwards so a_{k−1} is still old.
             a[j + 1] = _mm256_and_si256(a[j], s);
             for k in (0..=j).rev() {
-                // y + k ≤ P + 6 (k < D ≤ 8) and a_k ≤ P + 7: valid operands; sum < 2^63.
+                // a_k ≤ P + 7 and y + k ≤ P + 8 (k < D ≤ 10): valid operands; sum < 2^63.
                 let factor = _mm256_add_epi64(y, _mm256_and_si256(_mm256_set1_epi64x(k as i64), s));
-                let product = mulmod4_split32(factor, a[k]);
+                let product = mulmod4_split32(a[k], factor);
                 let carried = if k > 0 {
                     _mm256_and_si256(a[k - 1], s)
                 } else {
@@ -310,10 +324,10 @@ mod x86 {
 
     /// Walks the points: `acc[i] *= Δ^0`, then `Δ^k += Δ^{k+1}` for every k.
     ///
-    /// Bounds (at most `FD_CHUNK` = 128 points): Δ^D ≤ 8! is exact, so Δ^{D−1} only grows
-    /// from ≤ P + 7 to below 2^61 + 2^23 and is never folded. The other entries are folded to
-    /// ≤ P + 7 every second point: one point later they are below 2(2^61 + 2^23) < 2^63, a
-    /// valid `mulmod4_split32` factor; two points later below 4(2^61 + 2^23) < 2^64
+    /// Bounds (at most `FD_CHUNK` = 128 points): Δ^D ≤ 10! < 2^22 is exact, so Δ^{D−1} only
+    /// grows from ≤ P + 7 to below 2^61 + 2^29 and is never folded. The other entries are
+    /// folded to ≤ P + 7 every second point: one point later they are below 2(2^61 + 2^29) <
+    /// 2^63, a valid `mulmod4_split32` factor; two points later below 4(2^61 + 2^29) < 2^64
     /// (Δ^k + 2Δ^{k+1} + Δ^{k+2}). The first pass stores Δ^0 (folded) instead of multiplying.
     #[target_feature(enable = "avx2")]
     fn fd_walk<const D: usize, const FIRST: bool>(
