@@ -15,7 +15,7 @@
 //! every second point (bounds at `fd_walk`); per-lane accumulators (4 KiB for 128 points, in
 //! L1) are multiplied together and into `values` once per call, not per pass. A short last
 //! pass uses lanes of lower degree. Measured with `starling-bench field` on that CPU at
-//! m = 128 and 64 elements per call: 49–59 ns per element, against 117–131 for the quad
+//! m = 128 and 64 elements per call: 52–66 ns per element, against 117–131 for the quad
 //! kernel below and ~600 for scalar.
 //!
 //! **Other points, tiny batches.** Lanes run across the points and the batch is the outer
