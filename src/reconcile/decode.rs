@@ -348,7 +348,11 @@ impl Classes<'_> {
             let zeta = self
                 .roots_of_unity
                 .get(candidate * (SMOOTH_ORDER / stage_modulus));
-            let found = poly::gcd(&rest, &poly::sub(&reduced, &[zeta]));
+            // Most gcds at the later stages are trivial: normalise only real factors.
+            let mut found = poly::gcd_scaled(&rest, &poly::sub(&reduced, &[zeta]));
+            if found.len() > 1 {
+                found = poly::monic(&found);
+            }
             if found.len() == rest.len() {
                 out.push((rest, candidate));
                 return;
