@@ -10,8 +10,8 @@
 //! - [`sketch`]: [`PartitionSketch`], 128 leaves × 128 points of numerator/denominator,
 //!   updated incrementally; coarser ranges are products of leaves; per-leaf element sets
 //!   that find the elements ending in a fingerprint without a scan;
-//! - [`poly`] and [`decode`]: Newton interpolation, rational reconstruction by extended
-//!   Euclid, verification, Cantor–Zassenhaus roots;
+//! - [`poly`] and [`decode`]: Newton interpolation, rational reconstruction by an
+//!   inversion-free extended Euclid, verification, roots sorted by the smooth part of p − 1;
 //! - [`wire`]: the messages, each at most [`MESSAGE_BYTES_MAX`] bytes, validated on decode;
 //! - [`session`]: [`Initiator`] and [`Responder`], the interactive protocol.
 //!
@@ -30,13 +30,12 @@
 //! Anchors (RECONCILE.md §9): minisketch (PinSketch over GF(2^64)) sends 8 B per difference
 //! but decodes d = 1,000 in ≈ 219 ms in one piece; negentropy sends ≈ 1.38 KB per difference.
 //!
-//! Measured (`starling-bench reconcile`, 10^6 elements, shared 2-core AMD EPYC with AVX2 and
-//! no AVX-512, load ≈ 5, thread CPU time): bytes d = 10: 259, 100: 1,972, 1,000: 12,725,
-//! 10,000: 105,778 (10.6 B per difference); CPU of both sides d = 1,000: 13–17 ms,
-//! d = 10,000: ≈ 232 ms, three quarters of it Cantor–Zassenhaus squarings
-//! (`poly::Modulus::square`, ≈ 1.5 ns per 61-bit multiply-accumulate on this CPU). Kernel
-//! (`starling-bench field`, m = 128, load ≈ 5): scalar ≈ 660–700 ns, AVX2 132–138 ns per
-//! element (was 153–176 ns before the bit-31 split, same runs).
+//! Measured (`starling-bench reconcile`, 10^6 elements, AMD EPYC Zen 1, 2 cores, AVX2, no
+//! AVX-512, median of 9–15 sessions, thread CPU of both sides): bytes d = 10: 259, 100: 1,972,
+//! 1,000: 12,725, 10,000: 105,778 (10.6 B per difference); CPU d = 1,000: ≈ 7.2 ms, d = 10,000:
+//! ≈ 113 ms (were 11.7 and 197 with recursive Cantor–Zassenhaus), a third of it the modular
+//! products of root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar
+//! ≈ 650 ns, AVX2 ≈ 58 ns per element (finite differences; 117–131 ns before).
 
 pub mod decode;
 pub mod element;
