@@ -6,9 +6,9 @@
 //! 1. Newton interpolation of `L` through the first `m' = m − HOLD_BACK` ratios;
 //! 2. extended Euclid on `(M, L)`, `M = Π (z − z_i)`, stopped at the first remainder of degree
 //!    ≤ a = ⌊(m' − 1 + δ)/2⌋ (rational reconstruction, von zur Gathen & Gerhard §5.7);
-//! 3. checks: both polynomials monic after scaling, degrees consistent with δ, coprime, equal
-//!    to the held-back ratios, and each splits into distinct non-zero linear factors
-//!    (z^(p−1) ≡ 1 mod the polynomial);
+//! 3. checks: both polynomials monic after scaling, degrees consistent with δ, equal to the
+//!    held-back ratios, each split into distinct non-zero linear factors (z^(p−1) ≡ 1 mod the
+//!    polynomial), and coprime (no root on both sides);
 //! 4. roots by splitting on the smooth part of p − 1 (below), reusing the powers computed for
 //!    the check in step 3; Cantor–Zassenhaus only for the rare leftover factor of degree ≥ 3.
 //!
@@ -91,14 +91,26 @@ pub struct Difference {
 /// Decodes the differences from `ratios[i] = χ_A(i + 1) / χ_B(i + 1)` and `δ = |A| − |B|`.
 pub fn decode(ratios: &[u64], delta: i64) -> Result<Difference, DecodeError> {
     let (numerator, denominator) = reconstruct(ratios, delta)?;
+    let only_in_numerator = split_roots(&numerator)?;
+    let only_in_denominator = split_roots(&denominator)?;
+    // Coprime P and Q: a common root would be an element on both sides (checked on the roots,
+    // far cheaper than a gcd of the two polynomials).
+    let mut numerator_roots = only_in_numerator.clone();
+    numerator_roots.sort_unstable();
+    if only_in_denominator
+        .iter()
+        .any(|root| numerator_roots.binary_search(root).is_ok())
+    {
+        return Err(DecodeError::Reconstruction);
+    }
     Ok(Difference {
-        only_in_numerator: split_roots(&numerator)?,
-        only_in_denominator: split_roots(&denominator)?,
+        only_in_numerator,
+        only_in_denominator,
     })
 }
 
 /// Steps 1–3 without root finding: the monic numerator and denominator, verified at the
-/// held-back points.
+/// held-back points (whether they are coprime is checked by [`decode`], on their roots).
 pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeError> {
     if ratios.len() > MAX_POINTS {
         return Err(DecodeError::TooManyPoints {
@@ -130,9 +142,6 @@ pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeErr
         if poly::eval(&numerator, point) != field::mul(ratio, poly::eval(&denominator, point)) {
             return Err(DecodeError::Verification { point });
         }
-    }
-    if poly::gcd(&numerator, &denominator).len() != 1 {
-        return Err(DecodeError::Reconstruction);
     }
     Ok((numerator, denominator))
 }
@@ -175,13 +184,11 @@ fn half_gcd_by_euclid(modulus: Poly, interpolant: Poly, degree_max: usize) -> (P
     while poly::degree(&current).is_some_and(|d| d > degree_max) {
         // c·previous = q·current + remainder, so remainder ≡ (c·previous_t − q·current_t)·L:
         // the cofactors carry the same scalar as the remainders, which `normalise` divides out.
-        let (c, quotient, remainder) = poly::pseudo_div_rem(&previous, &current);
-        let next_t = poly::sub(
-            &poly::scale(&previous_t, c),
-            &poly::mul(&quotient, &current_t),
-        );
-        previous = std::mem::replace(&mut current, remainder);
-        previous_t = std::mem::replace(&mut current_t, next_t);
+        // In place: previous becomes the remainder, previous_t the next cofactor.
+        let (c, quotient) = poly::pseudo_rem_in_place(&mut previous, &current);
+        poly::scale_sub_product(&mut previous_t, c, &quotient, &current_t);
+        std::mem::swap(&mut previous, &mut current);
+        std::mem::swap(&mut previous_t, &mut current_t);
     }
     (current, current_t)
 }

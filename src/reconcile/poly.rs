@@ -116,15 +116,23 @@ pub fn div_rem(a: &[u64], b: &[u64]) -> (Poly, Poly) {
 /// running power of `lead` when the row window first reaches it, so a row costs deg b fused
 /// products (two products, one reduction) like a plain division.
 pub fn pseudo_div_rem(a: &[u64], b: &[u64]) -> (u64, Poly, Poly) {
+    let mut remainder = a.to_vec();
+    let (scale, quotient) = pseudo_rem_in_place(&mut remainder, b);
+    (scale, quotient, remainder)
+}
+
+/// [`pseudo_div_rem`] in place: `a` becomes the remainder; returns `(c, q)`.
+pub fn pseudo_rem_in_place(a: &mut Poly, b: &[u64]) -> (u64, Poly) {
     let b_degree = degree(b).expect("division by the zero polynomial");
     let lead = b[b_degree];
     if lead == 1 || a.len() < b.len() {
         let (quotient, remainder) = div_rem(a, b);
-        return (1, quotient, remainder);
+        *a = remainder;
+        return (1, quotient);
     }
     let negated: Vec<u64> = b[..b_degree].iter().map(|&c| field::neg(c)).collect();
-    let mut remainder = a.to_vec();
-    let rows = a.len() - b_degree;
+    let remainder = a;
+    let rows = remainder.len() - b_degree;
     // quotient[shift] = (top, scaling rows before it); later rows scale it by `lead` each.
     let mut tops = vec![(0u64, 0usize); rows];
     let mut power = 1; // lead^(scaling rows so far)
@@ -159,9 +167,35 @@ pub fn pseudo_div_rem(a: &[u64], b: &[u64]) -> (u64, Poly, Poly) {
         })
         .collect();
     remainder.truncate(b_degree);
-    trim(&mut remainder);
+    trim(remainder);
     trim(&mut quotient);
-    (power, quotient, remainder)
+    (power, quotient)
+}
+
+/// `t ← c·t − q·u` in place (the cofactor step of an extended Euclid), one pass per
+/// coefficient of q, each a fused pair of products.
+pub fn scale_sub_product(t: &mut Poly, c: u64, q: &[u64], u: &[u64]) {
+    let product_len = if q.is_empty() || u.is_empty() {
+        0
+    } else {
+        q.len() + u.len() - 1
+    };
+    if t.len() < product_len {
+        t.resize(product_len, 0);
+    }
+    let c_wide = c as u128;
+    let first = q.first().map_or(0, |&q0| field::neg(q0)) as u128;
+    for (i, slot) in t.iter_mut().enumerate() {
+        let term = u.get(i).map_or(0, |&x| first * x as u128);
+        *slot = field::reduce128(*slot as u128 * c_wide + term);
+    }
+    for (j, &qj) in q.iter().enumerate().skip(1) {
+        let minus_qj = field::neg(qj) as u128;
+        for (slot, &x) in t[j..].iter_mut().zip(u) {
+            *slot = field::reduce128(*slot as u128 + minus_qj * x as u128);
+        }
+    }
+    trim(t);
 }
 
 /// The polynomial divided by its leading coefficient (zero stays zero).
@@ -469,6 +503,14 @@ mod tests {
             prop_assert!(c != 0);
             prop_assert_eq!(sub(&mul(&quotient, &b), &scale(&remainder, P - 1)), scale(&a, c));
             prop_assert!(remainder.len() < b.len());
+        }
+
+        #[test]
+        fn cofactor_step_matches_the_model(t in coefficients(30), c in 1..P, q in coefficients(4),
+                                           u in coefficients(30)) {
+            let mut got = t.clone();
+            scale_sub_product(&mut got, c, &q, &u);
+            prop_assert_eq!(got, sub(&scale(&t, c), &mul(&q, &u)));
         }
 
         #[test]
