@@ -3,12 +3,13 @@
 //! Input: the ratios `f_i = χ_A(i) / χ_B(i)` at the consecutive sample points `i = 1..=m` and
 //! `δ = |A| − |B|`. The last [`HOLD_BACK`] points are kept out of the reconstruction and used to
 //! verify it. Steps, all O(m²) except root finding:
-//! 1. Newton interpolation of `L` through the first `m' = m − HOLD_BACK` ratios;
-//! 2. extended Euclid on `(M, L)`, `M = Π (z − z_i)`, stopped at the first remainder of degree
-//!    ≤ a = ⌊(m' − 1 + δ)/2⌋ (rational reconstruction, von zur Gathen & Gerhard §5.7);
-//! 3. checks: both polynomials monic after scaling, degrees consistent with δ, equal to the
-//!    held-back ratios, each split into distinct non-zero linear factors (z^(p−1) ≡ 1 mod the
-//!    polynomial), and coprime (no root on both sides);
+//! 1. rational interpolation through the first `m' = m − HOLD_BACK` ratios, one point at a
+//!    time ([`Interpolator`]: the lightest (N, D) with N(i) = f_i·D(i)), so a range extended
+//!    after a failed attempt only pays for its new points;
+//! 2. normalisation: D scaled to monic; N must then be monic too, deg N − deg D = δ and
+//!    deg D ≤ b, where a + b = m' − 1 and a − b = δ;
+//! 3. checks: equal to the held-back ratios, each polynomial split into distinct non-zero
+//!    linear factors (z^(p−1) ≡ 1 mod the polynomial), and coprime (no root on both sides);
 //! 4. roots by splitting on the smooth part of p − 1 (below), reusing the powers computed for
 //!    the check in step 3; Cantor–Zassenhaus only for the rare leftover factor of degree ≥ 3.
 //!
@@ -90,7 +91,16 @@ pub struct Difference {
 
 /// Decodes the differences from `ratios[i] = χ_A(i + 1) / χ_B(i + 1)` and `δ = |A| − |B|`.
 pub fn decode(ratios: &[u64], delta: i64) -> Result<Difference, DecodeError> {
-    let (numerator, denominator) = reconstruct(ratios, delta)?;
+    decode_with(&mut Interpolator::new(delta), ratios)
+}
+
+/// [`decode`] continuing `interpolator`, which must have absorbed a prefix of the same ratios
+/// for the same δ (it is started over otherwise): only the new points cost.
+pub fn decode_with(
+    interpolator: &mut Interpolator,
+    ratios: &[u64],
+) -> Result<Difference, DecodeError> {
+    let (numerator, denominator) = reconstruct_with(interpolator, ratios)?;
     let only_in_numerator = split_roots(&numerator)?;
     let only_in_denominator = split_roots(&denominator)?;
     // Coprime P and Q: a common root would be an element on both sides (checked on the roots,
@@ -112,6 +122,14 @@ pub fn decode(ratios: &[u64], delta: i64) -> Result<Difference, DecodeError> {
 /// Steps 1–3 without root finding: the monic numerator and denominator, verified at the
 /// held-back points (whether they are coprime is checked by [`decode`], on their roots).
 pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeError> {
+    reconstruct_with(&mut Interpolator::new(delta), ratios)
+}
+
+fn reconstruct_with(
+    interpolator: &mut Interpolator,
+    ratios: &[u64],
+) -> Result<(Poly, Poly), DecodeError> {
+    let delta = interpolator.delta();
     if ratios.len() > MAX_POINTS {
         return Err(DecodeError::TooManyPoints {
             points: ratios.len(),
@@ -130,13 +148,17 @@ pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeErr
     if delta.unsigned_abs() > fitted as u64 - 1 {
         return Err(too_few);
     }
-    let interpolant = poly::interpolate_consecutive(&ratios[..fitted], small_inverses());
-    let vanishing = vanishing_polynomial(fitted);
+    if interpolator.points() > fitted {
+        *interpolator = Interpolator::new(delta);
+    }
+    for &ratio in &ratios[interpolator.points()..fitted] {
+        interpolator.push(ratio);
+    }
     // a + b = m' − 1 and a − b ≡ δ; deg P ≤ a, deg Q ≤ b.
     let numerator_max = ((fitted as i64 - 1 + delta) / 2) as usize;
     let denominator_max = fitted - 1 - numerator_max;
-    let (remainder, cofactor) = half_gcd_by_euclid(vanishing, interpolant, numerator_max);
-    let (numerator, denominator) = normalise(&remainder, &cofactor, denominator_max, delta)?;
+    let (remainder, cofactor) = interpolator.candidate();
+    let (numerator, denominator) = normalise(remainder, cofactor, denominator_max, delta)?;
     for (i, &ratio) in ratios.iter().enumerate().skip(fitted) {
         let point = i as u64 + 1;
         if poly::eval(&numerator, point) != field::mul(ratio, poly::eval(&denominator, point)) {
@@ -146,52 +168,137 @@ pub fn reconstruct(ratios: &[u64], delta: i64) -> Result<(Poly, Poly), DecodeErr
     Ok((numerator, denominator))
 }
 
-/// `[0, 1^−1, 2^−1, …, 128^−1]`, computed once: Newton interpolation at consecutive points
-/// divides by their distances.
-fn small_inverses() -> &'static [u64] {
-    static INVERSES: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
-    INVERSES.get_or_init(|| {
-        let mut inverses: Vec<u64> = (1..=MAX_POINTS as u64).collect();
-        field::batch_invert(&mut inverses);
-        inverses.insert(0, 0);
-        inverses
+/// Incremental rational interpolation: absorbs the ratios at z = 1, 2, … one at a time and
+/// keeps a basis of every (N, D) with N(z) = ratio·D(z) at the points so far (the iterative
+/// interpolation of Fitzpatrick and Kötter). A point costs O(degree), with no inversion, so an
+/// extension of a range that failed to decode continues where the attempt stopped instead of
+/// interpolating and running Euclid again over every point.
+///
+/// Weights: w(N, D) = max(deg N, deg D + δ). Each point raises the weight of exactly one basis
+/// vector by one (the other is combined with it and keeps its weight), so the two weights sum
+/// to δ + points; the true (P, Q) has weight d_A and, while d_A + d_B < points, is the unique
+/// lightest vector up to a scalar.
+#[derive(Clone, Debug)]
+pub struct Interpolator {
+    delta: i64,
+    points: usize,
+    numerators: [Poly; 2],
+    denominators: [Poly; 2],
+}
+
+impl Interpolator {
+    /// An empty interpolation for size difference δ = |A| − |B|.
+    pub fn new(delta: i64) -> Self {
+        Interpolator {
+            delta,
+            points: 0,
+            numerators: [vec![1], Vec::new()],
+            denominators: [Vec::new(), vec![1]],
+        }
+    }
+
+    /// Points absorbed so far (the next one is z = points + 1).
+    pub fn points(&self) -> usize {
+        self.points
+    }
+
+    /// The size difference this interpolation is for.
+    pub fn delta(&self) -> i64 {
+        self.delta
+    }
+
+    fn weight(&self, j: usize) -> i64 {
+        // Degree −1 for zero: a basis vector never has both parts zero.
+        let numerator = self.numerators[j].len() as i64 - 1;
+        let denominator = match self.denominators[j].len() {
+            0 => i64::MIN / 2,
+            len => len as i64 - 1 + self.delta,
+        };
+        numerator.max(denominator)
+    }
+
+    /// Absorbs the ratio at the next point.
+    pub fn push(&mut self, ratio: u64) {
+        self.points += 1;
+        let z = self.points as u64;
+        let minus_ratio = field::neg(ratio) as u128;
+        let errors: [u64; 2] = std::array::from_fn(|j| {
+            let numerator = horner(&self.numerators[j], z) as u128;
+            field::reduce128(numerator + minus_ratio * horner(&self.denominators[j], z) as u128)
+        });
+        let pivot = match errors {
+            [0, 0] => return,
+            [0, _] => 1,
+            [_, 0] => 0,
+            _ if self.weight(1) < self.weight(0) => 1,
+            _ => 0,
+        };
+        let other = 1 - pivot;
+        if errors[other] != 0 {
+            // other ← e_pivot·other − e_other·pivot: zero at z, weight unchanged.
+            let (keep, minus_take) = (errors[pivot], field::neg(errors[other]));
+            let [first, second] = &mut self.numerators;
+            let (target, source) = if other == 0 {
+                (first, &*second)
+            } else {
+                (second, &*first)
+            };
+            combine_in_place(target, keep, minus_take, source);
+            let [first, second] = &mut self.denominators;
+            let (target, source) = if other == 0 {
+                (first, &*second)
+            } else {
+                (second, &*first)
+            };
+            combine_in_place(target, keep, minus_take, source);
+        }
+        // pivot ← (z − point)·pivot: zero at z, weight + 1.
+        times_linear_in_place(&mut self.numerators[pivot], z);
+        times_linear_in_place(&mut self.denominators[pivot], z);
+    }
+
+    /// The lightest basis vector (N, D): the reconstruction, if the difference fits.
+    pub fn candidate(&self) -> (&Poly, &Poly) {
+        let j = usize::from(self.weight(1) < self.weight(0));
+        (&self.numerators[j], &self.denominators[j])
+    }
+}
+
+/// `poly(z)` for a small z (a sample point), one fused product per coefficient.
+fn horner(poly: &[u64], z: u64) -> u64 {
+    poly.iter().rev().fold(0, |acc, &c| {
+        field::reduce128(acc as u128 * z as u128 + c as u128)
     })
 }
 
-/// `Π_{i=1..=m} (z − i)`, computed once for every m ≤ [`MAX_POINTS`]: every attempt at m
-/// points needs it, and extensions retry the same few m.
-fn vanishing_polynomial(m: usize) -> Poly {
-    static VANISHING: std::sync::OnceLock<Vec<Poly>> = std::sync::OnceLock::new();
-    let all = VANISHING.get_or_init(|| {
-        let mut all = vec![vec![1]];
-        for point in 1..=MAX_POINTS as u64 {
-            let previous = all.last().expect("starts with the constant 1");
-            all.push(poly::mul(previous, &[field::neg(point), 1]));
-        }
-        all
-    });
-    all[m].clone()
+/// `target ← keep·target + minus_take·source`, trimmed.
+fn combine_in_place(target: &mut Poly, keep: u64, minus_take: u64, source: &[u64]) {
+    if target.len() < source.len() {
+        target.resize(source.len(), 0);
+    }
+    let (keep, minus_take) = (keep as u128, minus_take as u128);
+    for (i, slot) in target.iter_mut().enumerate() {
+        let taken = source.get(i).map_or(0, |&c| minus_take * c as u128);
+        *slot = field::reduce128(*slot as u128 * keep + taken);
+    }
+    poly::trim(target);
+}
+
+/// `poly ← (z − point)·poly` in place.
+fn times_linear_in_place(poly: &mut Poly, point: u64) {
+    if poly.is_empty() {
+        return;
+    }
+    let minus_point = field::neg(point) as u128;
+    poly.push(0);
+    for i in (1..poly.len()).rev() {
+        poly[i] = field::reduce128(poly[i - 1] as u128 + minus_point * poly[i] as u128);
+    }
+    poly[0] = field::reduce128(minus_point * poly[0] as u128);
 }
 
 /// The most points a decode accepts (a leaf's sample points).
 const MAX_POINTS: usize = 128;
-
-/// Extended Euclid on (M, L) keeping only the cofactor of L: returns the first remainder r
-/// of degree ≤ `degree_max` and t with r ≡ t·L (mod M), both up to one common scalar.
-fn half_gcd_by_euclid(modulus: Poly, interpolant: Poly, degree_max: usize) -> (Poly, Poly) {
-    let (mut previous, mut current) = (modulus, interpolant);
-    let (mut previous_t, mut current_t): (Poly, Poly) = (Vec::new(), vec![1]);
-    while poly::degree(&current).is_some_and(|d| d > degree_max) {
-        // c·previous = q·current + remainder, so remainder ≡ (c·previous_t − q·current_t)·L:
-        // the cofactors carry the same scalar as the remainders, which `normalise` divides out.
-        // In place: previous becomes the remainder, previous_t the next cofactor.
-        let (c, quotient) = poly::pseudo_rem_in_place(&mut previous, &current);
-        poly::scale_sub_product(&mut previous_t, c, &quotient, &current_t);
-        std::mem::swap(&mut previous, &mut current);
-        std::mem::swap(&mut previous_t, &mut current_t);
-    }
-    (current, current_t)
-}
 
 /// Scales (r, t) so both are monic and checks the degrees against δ.
 fn normalise(
@@ -561,17 +668,53 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn vanishing_polynomials_vanish_at_the_points() {
-        for m in [1, 2, 17, MAX_POINTS] {
-            let vanishing = vanishing_polynomial(m);
-            assert_eq!(
-                vanishing,
-                poly::from_roots(&(1..=m as u64).collect::<Vec<_>>())
-            );
-            assert!((1..=m as u64).all(|z| poly::eval(&vanishing, z) == 0));
-            assert_ne!(poly::eval(&vanishing, m as u64 + 1), 0);
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Every basis vector interpolates every point absorbed, and an interpolation continued
+        /// after a failed attempt decodes exactly what a fresh one decodes.
+        #[test]
+        fn interpolation_continues_across_extensions(
+            only_a in proptest::collection::hash_set(any::<u64>(), 0..20),
+            only_b in proptest::collection::hash_set(any::<u64>(), 0..20),
+            short in 2usize..40,
+        ) {
+            let only_a = elements(&only_a.into_iter().collect::<Vec<_>>());
+            let only_b = elements(&only_b.into_iter().collect::<Vec<_>>());
+            prop_assume!(only_a.iter().all(|x| !only_b.contains(x)));
+            let m = only_a.len() + only_b.len() + 1 + HOLD_BACK;
+            let all = ratios(&only_a, &only_b, m.max(short));
+            let delta = only_a.len() as i64 - only_b.len() as i64;
+            let mut interpolator = Interpolator::new(delta);
+            let first = decode_with(&mut interpolator, &all[..short.min(all.len())]);
+            for j in 0..2 {
+                let (n, d) = (&interpolator.numerators[j], &interpolator.denominators[j]);
+                for (i, &ratio) in all.iter().enumerate().take(interpolator.points()) {
+                    let z = i as u64 + 1;
+                    prop_assert_eq!(poly::eval(n, z), field::mul(ratio, poly::eval(d, z)));
+                }
+            }
+            let continued = decode_with(&mut interpolator, &all);
+            let fresh = decode(&all, delta);
+            prop_assert_eq!(continued.clone(), fresh);
+            let got = continued.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(sorted(got.only_in_numerator), sorted(only_a));
+            prop_assert_eq!(sorted(got.only_in_denominator), sorted(only_b));
+            if first.is_ok() {
+                prop_assert!(short >= m);
+            }
         }
+    }
+
+    #[test]
+    fn an_interpolation_ahead_of_the_ratios_starts_over() {
+        let (a, b) = (elements(&[1, 2, 3]), elements(&[4]));
+        let all = ratios(&a, &b, 12);
+        let mut interpolator = Interpolator::new(2);
+        assert!(decode_with(&mut interpolator, &all).is_ok());
+        // Fewer ratios than already absorbed (a peer that contradicts itself): start over.
+        let got = decode_with(&mut interpolator, &all[..7]).expect("still enough points");
+        assert_eq!(sorted(got.only_in_numerator), sorted(a));
+        assert_eq!(interpolator.points(), 6);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! - [`sketch`]: [`PartitionSketch`], 128 leaves × 128 points of numerator/denominator,
 //!   updated incrementally; coarser ranges are products of leaves; per-leaf element sets
 //!   that find the elements ending in a fingerprint without a scan;
-//! - [`poly`] and [`decode`]: Newton interpolation, rational reconstruction by an
-//!   inversion-free extended Euclid, verification, roots sorted by the smooth part of p − 1;
+//! - [`poly`] and [`decode`]: incremental rational interpolation, verification, roots sorted
+//!   by the smooth part of p − 1;
 //! - [`wire`]: the messages, each at most [`MESSAGE_BYTES_MAX`] bytes, validated on decode;
 //! - [`session`]: [`Initiator`] and [`Responder`], the interactive protocol.
 //!
@@ -32,9 +32,9 @@
 //!
 //! Measured (`starling-bench reconcile`, 10^6 elements, AMD EPYC Zen 1, 2 cores, AVX2, no
 //! AVX-512, median of 9–15 sessions, thread CPU of both sides): bytes d = 10: 259, 100: 1,972,
-//! 1,000: 12,725, 10,000: 105,778 (10.6 B per difference); CPU d = 1,000: ≈ 6.9 ms, d = 10,000:
-//! ≈ 108 ms (were 11.7 and 197 with recursive Cantor–Zassenhaus), a third to a half of it the
-//! modular products of root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar
+//! 1,000: 12,725, 10,000: 105,778 (10.6 B per difference); CPU d = 1,000: ≈ 6.5 ms, d = 10,000:
+//! ≈ 96 ms (were 11.7 and 197 with recursive Cantor–Zassenhaus and Euclid redone per attempt),
+//! a third to a half of it the modular products of root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar
 //! ≈ 650 ns, AVX2 ≈ 58 ns per element (finite differences; 117–131 ns before).
 
 pub mod decode;

@@ -1,10 +1,10 @@
 //! Dense univariate polynomials over F_p (coefficients lowest degree first, no trailing zeros;
 //! the zero polynomial is empty).
 //!
-//! Only what decoding needs: evaluation, products, division, gcd, Newton interpolation and
-//! exponentiation modulo a monic polynomial (Cantor–Zassenhaus). The hot paths (squaring and
-//! reduction modulo `f`) accumulate unreduced 128-bit products and fold them every few rows,
-//! which is several times cheaper than a full reduction per product.
+//! Only what decoding needs: evaluation, products, division, gcd and arithmetic modulo a
+//! monic polynomial (root finding). The hot paths (products and reduction modulo `f`)
+//! accumulate unreduced 128-bit products and fold them every few rows, which is several times
+//! cheaper than a full reduction per product.
 
 use super::field::{self, P};
 
@@ -108,96 +108,6 @@ pub fn div_rem(a: &[u64], b: &[u64]) -> (Poly, Poly) {
     (quotient, remainder)
 }
 
-/// `(c, q, r)` with `c·a = q·b + r`, deg r < deg b and c a non-zero scalar (a power of b's
-/// leading coefficient): division without an inversion (~70 dependent products, more than a
-/// row costs at the degrees decoding sees).
-///
-/// Row by row, `r ← lead·r − top·z^shift·b`. Scaling is lazy: a coefficient is brought to the
-/// running power of `lead` when the row window first reaches it, so a row costs deg b fused
-/// products (two products, one reduction) like a plain division.
-pub fn pseudo_div_rem(a: &[u64], b: &[u64]) -> (u64, Poly, Poly) {
-    let mut remainder = a.to_vec();
-    let (scale, quotient) = pseudo_rem_in_place(&mut remainder, b);
-    (scale, quotient, remainder)
-}
-
-/// [`pseudo_div_rem`] in place: `a` becomes the remainder; returns `(c, q)`.
-pub fn pseudo_rem_in_place(a: &mut Poly, b: &[u64]) -> (u64, Poly) {
-    let b_degree = degree(b).expect("division by the zero polynomial");
-    let lead = b[b_degree];
-    if lead == 1 || a.len() < b.len() {
-        let (quotient, remainder) = div_rem(a, b);
-        *a = remainder;
-        return (1, quotient);
-    }
-    let negated: Vec<u64> = b[..b_degree].iter().map(|&c| field::neg(c)).collect();
-    let remainder = a;
-    let rows = remainder.len() - b_degree;
-    // quotient[shift] = (top, scaling rows before it); later rows scale it by `lead` each.
-    let mut tops = vec![(0u64, 0usize); rows];
-    let mut power = 1; // lead^(scaling rows so far)
-    let mut scaling_rows = 0;
-    for shift in (0..rows).rev() {
-        if shift + 1 < rows {
-            // r[shift] enters the window now; the others in it are at `power` already.
-            remainder[shift] = field::mul(remainder[shift], power);
-        }
-        let top = remainder[shift + b_degree];
-        if top == 0 {
-            continue;
-        }
-        let (lead_wide, top_wide) = (lead as u128, top as u128);
-        for (slot, &c) in remainder[shift..shift + b_degree].iter_mut().zip(&negated) {
-            *slot = field::reduce128(*slot as u128 * lead_wide + top_wide * c as u128);
-        }
-        remainder[shift + b_degree] = 0;
-        tops[shift] = (top, scaling_rows);
-        power = field::mul(power, lead);
-        scaling_rows += 1;
-    }
-    let mut powers = vec![1u64; scaling_rows + 1];
-    for k in 1..powers.len() {
-        powers[k] = field::mul(powers[k - 1], lead);
-    }
-    let mut quotient: Poly = tops
-        .iter()
-        .map(|&(top, before)| match top {
-            0 => 0,
-            _ => field::mul(top, powers[scaling_rows - before - 1]),
-        })
-        .collect();
-    remainder.truncate(b_degree);
-    trim(remainder);
-    trim(&mut quotient);
-    (power, quotient)
-}
-
-/// `t ← c·t − q·u` in place (the cofactor step of an extended Euclid), one pass per
-/// coefficient of q, each a fused pair of products.
-pub fn scale_sub_product(t: &mut Poly, c: u64, q: &[u64], u: &[u64]) {
-    let product_len = if q.is_empty() || u.is_empty() {
-        0
-    } else {
-        q.len() + u.len() - 1
-    };
-    if t.len() < product_len {
-        t.resize(product_len, 0);
-    }
-    let c_wide = c as u128;
-    let first = q.first().map_or(0, |&q0| field::neg(q0)) as u128;
-    for (i, slot) in t.iter_mut().enumerate() {
-        let term = u.get(i).map_or(0, |&x| first * x as u128);
-        *slot = field::reduce128(*slot as u128 * c_wide + term);
-    }
-    for (j, &qj) in q.iter().enumerate().skip(1) {
-        let minus_qj = field::neg(qj) as u128;
-        for (slot, &x) in t[j..].iter_mut().zip(u) {
-            *slot = field::reduce128(*slot as u128 + minus_qj * x as u128);
-        }
-    }
-    trim(t);
-}
-
 /// The polynomial divided by its leading coefficient (zero stays zero).
 pub fn monic(poly: &[u64]) -> Poly {
     match poly.last() {
@@ -259,34 +169,6 @@ pub fn from_roots(roots: &[u64]) -> Poly {
         }
         out[0] = field::mul(out[0], field::neg(root));
     }
-    out
-}
-
-/// The polynomial of degree < n through `(i + 1, values[i])` for i in 0..n (Newton's divided
-/// differences, O(n²)). `inverses[j]` must hold `j^−1` for 1 ≤ j < n.
-pub fn interpolate_consecutive(values: &[u64], inverses: &[u64]) -> Poly {
-    let n = values.len();
-    assert!(inverses.len() >= n, "need inverses of 1..n");
-    let mut coefficients = values.to_vec();
-    // Points are z_i = i + 1, so z_i − z_{i−j} = j.
-    for (j, &inverse) in inverses.iter().enumerate().take(n).skip(1) {
-        for i in (j..n).rev() {
-            // (c_i + P − c_(i−1))·j^−1 as one 128-bit product (< 2^123), reduced once.
-            let difference = coefficients[i] as u128 + (P - coefficients[i - 1]) as u128;
-            coefficients[i] = field::reduce128(difference * inverse as u128);
-        }
-    }
-    // Newton form to monomial form: L = c_{n−1}; L = L·(z − z_k) + c_k.
-    let mut out: Poly = Vec::with_capacity(n);
-    for k in (0..n).rev() {
-        let minus_point = (P - (k as u64 + 1)) as u128;
-        out.insert(0, 0);
-        for i in 0..out.len() - 1 {
-            out[i] = field::reduce128(out[i] as u128 + minus_point * out[i + 1] as u128);
-        }
-        out[0] = field::add(out[0], coefficients[k]);
-    }
-    trim(&mut out);
     out
 }
 
@@ -494,34 +376,6 @@ mod tests {
             let back = sub(&mul(&quotient, &b), &scale(&remainder, P - 1));
             prop_assert_eq!(back, a);
             prop_assert!(remainder.len() < b.len());
-        }
-
-        #[test]
-        fn pseudo_division_reconstructs(a in coefficients(40), b in coefficients(20)) {
-            prop_assume!(!b.is_empty());
-            let (c, quotient, remainder) = pseudo_div_rem(&a, &b);
-            prop_assert!(c != 0);
-            prop_assert_eq!(sub(&mul(&quotient, &b), &scale(&remainder, P - 1)), scale(&a, c));
-            prop_assert!(remainder.len() < b.len());
-        }
-
-        #[test]
-        fn cofactor_step_matches_the_model(t in coefficients(30), c in 1..P, q in coefficients(4),
-                                           u in coefficients(30)) {
-            let mut got = t.clone();
-            scale_sub_product(&mut got, c, &q, &u);
-            prop_assert_eq!(got, sub(&scale(&t, c), &mul(&q, &u)));
-        }
-
-        #[test]
-        fn interpolation_hits_points(values in proptest::collection::vec(0..P, 1..60)) {
-            let mut inverses: Vec<u64> = (1..=values.len() as u64).collect();
-            field::batch_invert(&mut inverses);
-            inverses.insert(0, 0);
-            let poly = interpolate_consecutive(&values, &inverses);
-            for (i, &value) in values.iter().enumerate() {
-                prop_assert_eq!(eval(&poly, i as u64 + 1), value);
-            }
         }
 
         #[test]

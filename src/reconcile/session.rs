@@ -59,6 +59,10 @@ const PROBE_LEVELS: u32 = 3;
 /// Bound on ranges tracked by one responder session.
 const NODES_MAX: usize = 1 << 16;
 
+/// Ranges that keep their interpolation between attempts (each up to ~8 KiB at 128 points):
+/// bounds a session's memory whatever the peer sends.
+const INTERPOLATORS_MAX: usize = 1024;
+
 /// Decoded differences needed before their density is trusted over failure lower bounds.
 const DENSITY_SAMPLES_MIN: u64 = 4;
 
@@ -375,6 +379,8 @@ struct NodeState {
     derive: Option<Derivation>,
     parked: bool,
     probe_end: bool,
+    /// The interpolation of the points tried so far, continued when the range is extended.
+    interpolator: Option<Box<decode::Interpolator>>,
 }
 
 impl NodeState {
@@ -389,6 +395,7 @@ impl NodeState {
             derive: None,
             parked: false,
             probe_end: false,
+            interpolator: None,
         }
     }
 
@@ -457,6 +464,8 @@ pub struct Responder {
     /// Sketch items asked for and not yet received: new requests wait until this is zero, so
     /// each round's requests travel together (fewer, fuller messages both ways).
     awaiting: usize,
+    /// Ranges holding an [`decode::Interpolator`] (at most [`INTERPOLATORS_MAX`]).
+    interpolators: usize,
     solved_differences: u64,
     solved_fraction: f64,
     failed_density_max: f64,
@@ -498,6 +507,7 @@ impl Responder {
             nodes: BTreeMap::from([(NodeId::ROOT, root)]),
             requests: Vec::new(),
             awaiting: 0,
+            interpolators: 0,
             solved_differences: 0,
             solved_fraction: 0.0,
             failed_density_max: 0.0,
@@ -548,6 +558,15 @@ impl Responder {
         let first = item.first as usize;
         if node.count.is_some_and(|count| count != item.count) {
             node.status = Status::Unresolved; // the peer contradicts itself
+            return;
+        }
+        let point_known = |point: usize| node.known >> (point - 1) & 1 == 1;
+        // A repeated point must repeat its value: a kept interpolation has absorbed it.
+        let contradicts = item.values.iter().enumerate().any(|(offset, &value)| {
+            point_known(first + offset) && node.theirs[first - 1 + offset] != value
+        });
+        if contradicts {
+            node.status = Status::Unresolved;
             return;
         }
         node.count = Some(item.count);
@@ -678,7 +697,20 @@ impl Responder {
                 .map(|(&t, &i)| field::mul(t, i))
                 .collect();
             let delta = i64::try_from(delta).unwrap_or(i64::MAX);
-            decode::decode(&ratios, delta)
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            let kept = node.interpolator.take();
+            self.interpolators -= usize::from(kept.is_some());
+            let mut interpolator = match kept {
+                Some(kept) if kept.delta() == delta => kept,
+                _ => Box::new(decode::Interpolator::new(delta)),
+            };
+            let decoded = decode::decode_with(&mut interpolator, &ratios);
+            // Kept for an extension (a few KiB each, so the number kept is bounded).
+            if decoded.is_err() && self.interpolators < INTERPOLATORS_MAX {
+                self.nodes.get_mut(&id).expect("node exists").interpolator = Some(interpolator);
+                self.interpolators += 1;
+            }
+            decoded
                 .ok()
                 .filter(|difference| self.plausible(id, difference, live))
         };
@@ -847,6 +879,9 @@ impl Responder {
 
     /// Replaces `id` by its 2^shift children, each wanted at `points` points.
     fn split(&mut self, id: NodeId, shift: u32, points: usize) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            self.interpolators -= usize::from(node.interpolator.take().is_some());
+        }
         let known = self.nodes[&id]
             .prefix()
             .max(self.nodes[&id].wanted.trailing_ones() as usize);
@@ -1314,5 +1349,36 @@ mod tests {
             Responder::accept(&foreign, &sketch).err(),
             Some(SessionError::NotOpen)
         );
+    }
+
+    #[test]
+    fn a_repeated_point_with_another_value_is_a_contradiction() {
+        let (a, b) = sets(1_000, 40, 0, 12);
+        let (mut sketch_a, mut sketch_b) = (PartitionSketch::new(), PartitionSketch::new());
+        sketch_a.insert_batch(&a);
+        sketch_b.insert_batch(&b);
+        let (_, open) = Initiator::start(5, 0, &sketch_a);
+        let (mut responder, _) = Responder::accept(&open[0], &sketch_b).expect("an Open");
+        let Message::Open { count, values, .. } = &open[0] else {
+            unreachable!("start sends an Open")
+        };
+        let mut changed = values.clone();
+        changed[3] = field::add(changed[3], 1);
+        let item = |values: Vec<u64>| SketchItem {
+            node: NodeId::ROOT,
+            count: *count,
+            first: 1,
+            values,
+        };
+        let message = |values| Message::Sketches {
+            session: 5,
+            partition: 0,
+            items: vec![item(values)],
+        };
+        // The same values again (a duplicate) change nothing; another value does.
+        responder.handle(&message(values.clone()), &sketch_b);
+        assert_ne!(responder.nodes[&NodeId::ROOT].status, Status::Unresolved);
+        responder.handle(&message(changed), &sketch_b);
+        assert_eq!(responder.nodes[&NodeId::ROOT].status, Status::Unresolved);
     }
 }
