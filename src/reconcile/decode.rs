@@ -237,24 +237,19 @@ impl Interpolator {
         if errors[other] != 0 {
             // other ← e_pivot·other − e_other·pivot: zero at z, weight unchanged.
             let (keep, minus_take) = (errors[pivot], field::neg(errors[other]));
-            let [first, second] = &mut self.numerators;
-            let (target, source) = if other == 0 {
-                (first, &*second)
-            } else {
-                (second, &*first)
-            };
-            combine_in_place(target, keep, minus_take, source);
-            let [first, second] = &mut self.denominators;
-            let (target, source) = if other == 0 {
-                (first, &*second)
-            } else {
-                (second, &*first)
-            };
-            combine_in_place(target, keep, minus_take, source);
+            for [first, second] in [&mut self.numerators, &mut self.denominators] {
+                let (target, source) = if other == 0 {
+                    (first, &*second)
+                } else {
+                    (second, &*first)
+                };
+                combine_in_place(target, keep, minus_take, source);
+            }
         }
         // pivot ← (z − point)·pivot: zero at z, weight + 1.
-        times_linear_in_place(&mut self.numerators[pivot], z);
-        times_linear_in_place(&mut self.denominators[pivot], z);
+        for polys in [&mut self.numerators, &mut self.denominators] {
+            times_linear_in_place(&mut polys[pivot], z);
+        }
     }
 
     /// The lightest basis vector (N, D): the reconstruction, if the difference fits.
