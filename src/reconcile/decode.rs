@@ -208,13 +208,12 @@ impl Interpolator {
     }
 
     fn weight(&self, j: usize) -> i64 {
-        // Degree −1 for zero: a basis vector never has both parts zero.
-        let numerator = self.numerators[j].len() as i64 - 1;
-        let denominator = match self.denominators[j].len() {
+        // A zero part has degree −∞ (a basis vector never has both parts zero).
+        let degree = |poly: &Poly, shift: i64| match poly.len() {
             0 => i64::MIN / 2,
-            len => len as i64 - 1 + self.delta,
+            len => len as i64 - 1 + shift,
         };
-        numerator.max(denominator)
+        degree(&self.numerators[j], 0).max(degree(&self.denominators[j], self.delta))
     }
 
     /// Absorbs the ratio at the next point.
