@@ -191,45 +191,34 @@ impl PartitionSketch {
 
     /// Adds elements (each must satisfy `element::is_element`); returns how many were new.
     pub fn insert_batch(&mut self, elements: &[u64]) -> usize {
-        let sets = &mut self.elements;
-        self.sorted.clear();
-        self.sorted.extend(elements.iter().copied().filter(|&x| {
+        for &x in elements {
             assert!(element::is_element(x), "{x} is not an element");
-            sets[leaf_of(x)].insert(x)
-        }));
-        let added = self.sorted.len();
-        self.apply_sorted(true);
-        added
+        }
+        self.apply(elements, true)
     }
 
     /// Removes elements; returns how many were present.
     pub fn remove_batch(&mut self, elements: &[u64]) -> usize {
-        let sets = &mut self.elements;
-        self.sorted.clear();
-        self.sorted.extend(
-            elements
-                .iter()
-                .copied()
-                .filter(|&x| element::is_element(x) && sets[leaf_of(x)].remove(x)),
-        );
-        let removed = self.sorted.len();
-        self.apply_sorted(false);
-        removed
+        self.apply(elements, false)
     }
 
-    /// Counting-sorts `self.sorted` by leaf, then runs the kernel once per touched leaf.
-    fn apply_sorted(&mut self, insert: bool) {
-        let batch = std::mem::take(&mut self.sorted);
-        let mut by_leaf = vec![0u64; batch.len()];
+    /// Counting-sorts the batch by leaf, then per touched leaf updates the element set (a
+    /// leaf at a time, so its table stays in cache) and runs the kernel on the elements that
+    /// changed it. Returns how many did.
+    fn apply(&mut self, elements: &[u64], insert: bool) -> usize {
+        let mut by_leaf = std::mem::take(&mut self.sorted);
+        by_leaf.clear();
+        by_leaf.resize(elements.len(), 0);
         self.leaf_starts.fill(0);
-        for &x in &batch {
+        let valid = || elements.iter().copied().filter(|&x| element::is_element(x));
+        for x in valid() {
             self.leaf_starts[leaf_of(x) + 1] += 1;
         }
         for leaf in 0..LEAF_COUNT {
             self.leaf_starts[leaf + 1] += self.leaf_starts[leaf];
         }
         let mut next = self.leaf_starts.clone();
-        for &x in &batch {
+        for x in valid() {
             let slot = &mut next[leaf_of(x)];
             by_leaf[*slot] = x;
             *slot += 1;
@@ -239,15 +228,29 @@ impl PartitionSketch {
         } else {
             &mut self.denominators
         };
+        let mut changed_total = 0;
         for leaf in 0..LEAF_COUNT {
             let (start, end) = (self.leaf_starts[leaf], self.leaf_starts[leaf + 1]);
-            if start < end {
+            let set = &mut self.elements[leaf];
+            // Keep, in place, the elements that change the set (duplicates and absent removals
+            // are no-ops, so the sketch stays a sketch of a set).
+            let mut kept = start;
+            for i in start..end {
+                let x = by_leaf[i];
+                if if insert { set.insert(x) } else { set.remove(x) } {
+                    by_leaf[kept] = x;
+                    kept += 1;
+                }
+            }
+            if kept > start {
                 let values = &mut vectors[leaf * LEAF_POINTS..(leaf + 1) * LEAF_POINTS];
                 self.kernel
-                    .multiply_linear_factors(values, sample_points(), &by_leaf[start..end]);
+                    .multiply_linear_factors(values, sample_points(), &by_leaf[start..kept]);
             }
+            changed_total += kept - start;
         }
-        self.sorted = batch;
+        self.sorted = by_leaf;
+        changed_total
     }
 
     /// A frozen copy of every leaf's numerator and denominator, which a session works from so
