@@ -222,8 +222,8 @@ impl Interpolator {
         let z = self.points as u64;
         let minus_ratio = field::neg(ratio) as u128;
         let errors: [u64; 2] = std::array::from_fn(|j| {
-            let numerator = horner(&self.numerators[j], z) as u128;
-            field::reduce128(numerator + minus_ratio * horner(&self.denominators[j], z) as u128)
+            let numerator = poly::eval(&self.numerators[j], z) as u128;
+            field::reduce128(numerator + minus_ratio * poly::eval(&self.denominators[j], z) as u128)
         });
         let pivot = match errors {
             [0, 0] => return,
@@ -256,13 +256,6 @@ impl Interpolator {
         let j = usize::from(self.weight(1) < self.weight(0));
         (&self.numerators[j], &self.denominators[j])
     }
-}
-
-/// `poly(z)` for a small z (a sample point), one fused product per coefficient.
-fn horner(poly: &[u64], z: u64) -> u64 {
-    poly.iter().rev().fold(0, |acc, &c| {
-        field::reduce128(acc as u128 * z as u128 + c as u128)
-    })
 }
 
 /// `target ← keep·target + minus_take·source`, trimmed.
@@ -365,28 +358,28 @@ fn power_chain(f: &[u64]) -> Result<Vec<Poly>, DecodeError> {
 /// Sorts the roots of f (which splits) into classes stage by stage; parts of degree ≤ 2 are
 /// solved as they appear, bigger leftovers by Cantor–Zassenhaus.
 fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), DecodeError> {
-    let roots_of_unity = RootsOfUnity::new();
+    let mut rng = SplitMix(f.iter().fold(0x5EED, |acc, &c| acc.rotate_left(7) ^ c));
     let mut parts = vec![(f.to_vec(), 0usize)];
     let mut modulus_so_far = 1; // Q_{j−1}
     for (&q, y) in STAGES.iter().zip(ys) {
+        let mut y = y.clone();
+        poly::trim(&mut y);
         let mut next_parts = Vec::with_capacity(parts.len() * 2);
         for (part, class) in parts {
             if part.len() <= 3 {
-                finish_small(&part, roots)?;
+                roots_of(&part, &mut rng, roots)?; // degree ≤ 2: directly, no exponentiation
                 continue;
             }
             let classes = Classes {
                 class,
                 modulus_so_far,
                 q,
-                roots_of_unity: &roots_of_unity,
             };
-            classes.split(part, y, &mut next_parts);
+            classes.split(part, &y, &mut next_parts);
         }
         parts = next_parts;
         modulus_so_far *= q as usize;
     }
-    let mut rng = SplitMix(f.iter().fold(0x5EED, |acc, &c| acc.rotate_left(7) ^ c));
     for (part, _) in parts {
         roots_of(&part, &mut rng, roots)?;
     }
@@ -406,43 +399,32 @@ const SMOOTH_COFACTOR: u64 = (P - 1) / SMOOTH_ORDER as u64;
 /// γ = 17^E, a primitive K-th root of unity in F_p (checked by a test).
 const GAMMA: u64 = 336_073_833_114_344_291;
 
-/// γ^0, …, γ^(K−1).
-struct RootsOfUnity(Vec<u64>);
-
-impl RootsOfUnity {
-    fn new() -> Self {
-        let mut powers = Vec::with_capacity(SMOOTH_ORDER);
-        let mut power = 1;
-        for _ in 0..SMOOTH_ORDER {
-            powers.push(power);
-            power = field::mul(power, GAMMA);
-        }
-        RootsOfUnity(powers)
-    }
-
-    /// γ^e for e mod K.
-    fn get(&self, e: usize) -> u64 {
-        self.0[e % SMOOTH_ORDER]
-    }
+/// γ^e for e mod K (the K powers are computed once per process).
+fn root_of_unity(e: usize) -> u64 {
+    static POWERS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    let powers = POWERS.get_or_init(|| {
+        std::iter::successors(Some(1), |&power| Some(field::mul(power, GAMMA)))
+            .take(SMOOTH_ORDER)
+            .collect()
+    });
+    powers[e % SMOOTH_ORDER]
 }
 
 /// One stage's split of one part: its roots r all have a(r) ≡ `class` (mod
 /// `modulus_so_far` = Q_(j−1)), and y_j = γ^(a·K/Q_j) tells a(r) mod Q_j = Q_(j−1)·q.
-struct Classes<'a> {
+struct Classes {
     class: usize,
     modulus_so_far: usize,
     q: u32,
-    roots_of_unity: &'a RootsOfUnity,
 }
 
-impl Classes<'_> {
-    /// Splits `part` into up to q parts with their classes mod Q_j, pushed to `out`.
+impl Classes {
+    /// Splits `part` into up to q parts with their classes mod Q_j, pushed to `out`. `y` must
+    /// be trimmed.
     fn split(&self, part: Poly, y: &[u64], out: &mut Vec<(Poly, usize)>) {
         let stage_modulus = self.modulus_so_far * self.q as usize; // Q_j
-        let mut y = y.to_vec();
-        poly::trim(&mut y);
         let mut rest = part;
-        let mut reduced = poly::div_rem(&y, &rest).1;
+        let mut reduced = poly::div_rem(y, &rest).1;
         for i in 0..self.q as usize {
             let candidate = self.class + self.modulus_so_far * i;
             if rest.len() <= 1 {
@@ -453,9 +435,7 @@ impl Classes<'_> {
                 out.push((rest, candidate));
                 return;
             }
-            let zeta = self
-                .roots_of_unity
-                .get(candidate * (SMOOTH_ORDER / stage_modulus));
+            let zeta = root_of_unity(candidate * (SMOOTH_ORDER / stage_modulus));
             // Most gcds at the later stages are trivial: normalise only real factors.
             let mut found = poly::gcd_scaled(&rest, &poly::sub(&reduced, &[zeta]));
             if found.len() > 1 {
@@ -473,18 +453,6 @@ impl Classes<'_> {
                 out.push((found, candidate));
             }
         }
-    }
-}
-
-/// Roots of a monic part of degree ≤ 2 (linear directly, quadratic by formula).
-fn finish_small(part: &[u64], roots: &mut Vec<u64>) -> Result<(), DecodeError> {
-    match part.len() {
-        0 | 1 => Ok(()),
-        2 => {
-            roots.push(field::neg(part[0]));
-            Ok(())
-        }
-        _ => quadratic_roots(part, roots),
     }
 }
 

@@ -26,9 +26,10 @@ pub fn degree(poly: &[u64]) -> Option<usize> {
 
 /// `poly(z)` by Horner's rule.
 pub fn eval(poly: &[u64], z: u64) -> u64 {
-    poly.iter()
-        .rev()
-        .fold(0, |acc, &c| field::add(field::mul(acc, z), c))
+    // acc·z + c < 2^122 + 2^61: one reduction per coefficient.
+    poly.iter().rev().fold(0, |acc, &c| {
+        field::reduce128(acc as u128 * z as u128 + c as u128)
+    })
 }
 
 /// `a · b`.

@@ -237,7 +237,8 @@ impl PartitionSketch {
             let mut kept = start;
             for i in start..end {
                 let x = by_leaf[i];
-                if if insert { set.insert(x) } else { set.remove(x) } {
+                let changed = if insert { set.insert(x) } else { set.remove(x) };
+                if changed {
                     by_leaf[kept] = x;
                     kept += 1;
                 }
