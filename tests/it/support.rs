@@ -188,6 +188,13 @@ impl Node {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
+                if !status.success() {
+                    // Callers assert on the status; the log says why.
+                    eprintln!(
+                        "node exited with {status} after SIGTERM:\n{}",
+                        self.log_text()
+                    );
+                }
                 return status;
             }
             if Instant::now() > deadline {
