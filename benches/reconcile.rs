@@ -78,12 +78,13 @@ fn decoding(c: &mut Criterion) {
             },
         );
     }
-    // Root finding alone, and the modular squaring it is made of, at a typical leaf degree.
-    let roots = elements(40, 7);
-    let f = poly::from_roots(&roots);
-    group.bench_function("split_roots_n40", |bench| {
-        bench.iter(|| decode::split_roots(black_box(&f)).expect("splits"));
-    });
+    // Root finding alone, and the modular squaring it is made of, at typical piece degrees (d = 1,000: ~15; d = 10,000: ~40).
+    for n in [15, 40] {
+        let f = poly::from_roots(&elements(n, 7));
+        group.bench_function(format!("split_roots_n{n}"), |bench| {
+            bench.iter(|| decode::split_roots(black_box(&f)).expect("splits"));
+        });
+    }
     for n in [15, 40] {
         let mut modulus = poly::Modulus::new(&poly::from_roots(&elements(n, 7)));
         let mut a: Vec<u64> = elements(n, 99);

@@ -222,8 +222,9 @@ impl Interpolator {
         let z = self.points as u64;
         let minus_ratio = field::neg(ratio) as u128;
         let errors: [u64; 2] = std::array::from_fn(|j| {
-            let numerator = poly::eval(&self.numerators[j], z) as u128;
-            field::reduce128(numerator + minus_ratio * poly::eval(&self.denominators[j], z) as u128)
+            let (numerator, denominator) =
+                eval_pair_at_point(&self.numerators[j], &self.denominators[j], z);
+            field::reduce128(numerator as u128 + minus_ratio * denominator as u128)
         });
         let pivot = match errors {
             [0, 0] => return,
@@ -255,6 +256,32 @@ impl Interpolator {
     pub fn candidate(&self) -> (&Poly, &Poly) {
         let j = usize::from(self.weight(1) < self.weight(0));
         (&self.numerators[j], &self.denominators[j])
+    }
+}
+
+/// `(a(z), b(z))` at a sample point z ≤ [`MAX_POINTS`], each congruent mod p and below 2^62
+/// (not canonical). With acc < 2^62 and z < 2^8, acc·z + c < 2^71, and one fold brings it back
+/// below 2^61 + 2^10; the two Horner chains run interleaved, so their latencies overlap.
+fn eval_pair_at_point(a: &[u64], b: &[u64], z: u64) -> (u64, u64) {
+    debug_assert!(z <= MAX_POINTS as u64);
+    let step = |acc: u64, c: u64| {
+        let x = acc as u128 * z as u128 + c as u128;
+        (x as u64 & P) + (x >> 61) as u64
+    };
+    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    let mut long_acc = long[short.len()..]
+        .iter()
+        .rev()
+        .fold(0, |acc, &c| step(acc, c));
+    let mut short_acc = 0;
+    for (&c_long, &c_short) in long[..short.len()].iter().rev().zip(short.iter().rev()) {
+        long_acc = step(long_acc, c_long);
+        short_acc = step(short_acc, c_short);
+    }
+    if a.len() >= b.len() {
+        (long_acc, short_acc)
+    } else {
+        (short_acc, long_acc)
     }
 }
 
@@ -356,11 +383,13 @@ fn power_chain(f: &[u64]) -> Result<Vec<Poly>, DecodeError> {
 }
 
 /// Sorts the roots of f (which splits) into classes stage by stage; parts of degree ≤ 2 are
-/// solved as they appear, bigger leftovers by Cantor–Zassenhaus.
+/// solved as they appear, bigger leftovers by Cantor–Zassenhaus. Each stage makes every factor
+/// it finds monic with one batched inversion.
 fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), DecodeError> {
     let mut rng = SplitMix(f.iter().fold(0x5EED, |acc, &c| acc.rotate_left(7) ^ c));
     let mut parts = vec![(f.to_vec(), 0usize)];
     let mut modulus_so_far = 1; // Q_{j−1}
+    let mut scratch = (Vec::new(), Vec::new());
     for (&q, y) in STAGES.iter().zip(ys) {
         let mut y = y.clone();
         poly::trim(&mut y);
@@ -375,8 +404,9 @@ fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), 
                 modulus_so_far,
                 q,
             };
-            classes.split(part, &y, &mut next_parts);
+            classes.split(part, &y, &mut next_parts, &mut scratch);
         }
+        make_monic(&mut next_parts);
         parts = next_parts;
         modulus_so_far *= q as usize;
     }
@@ -384,6 +414,19 @@ fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), 
         roots_of(&part, &mut rng, roots)?;
     }
     Ok(())
+}
+
+/// Scales every part to a monic polynomial with one inversion (Montgomery's trick).
+fn make_monic(parts: &mut [(Poly, usize)]) {
+    let mut leads: Vec<u64> = parts.iter().map(|(part, _)| part[part.len() - 1]).collect();
+    field::batch_invert(&mut leads);
+    for ((part, _), inverse) in parts.iter_mut().zip(leads) {
+        if inverse != 1 {
+            for c in part.iter_mut() {
+                *c = field::mul(*c, inverse);
+            }
+        }
+    }
 }
 
 /// The prime factors of K = 450 in the order the stages split by them (the Legendre
@@ -419,40 +462,61 @@ struct Classes {
 }
 
 impl Classes {
-    /// Splits `part` into up to q parts with their classes mod Q_j, pushed to `out`. `y` must
-    /// be trimmed.
-    fn split(&self, part: Poly, y: &[u64], out: &mut Vec<(Poly, usize)>) {
+    /// Pushes to `out` the factors of the monic `part` (degree ≥ 3) by class mod Q_j, each up to
+    /// a scalar (the caller makes them monic). `y` must be trimmed; `scratch` holds gcd buffers.
+    ///
+    /// Every factor is a gcd with the whole part, so no factor needs dividing out (a division
+    /// would need a monic, hence inverted, divisor); the candidates stop once the factors found
+    /// account for every root.
+    fn split(
+        &self,
+        part: Poly,
+        y: &[u64],
+        out: &mut Vec<(Poly, usize)>,
+        scratch: &mut (Poly, Poly),
+    ) {
         let stage_modulus = self.modulus_so_far * self.q as usize; // Q_j
-        let mut rest = part;
-        let mut reduced = poly::div_rem(y, &rest).1;
+        let part_degree = part.len() - 1;
+        let reduced = poly::div_rem(y, &part).1;
+        let first_out = out.len();
+        let mut degree_found = 0;
         for i in 0..self.q as usize {
             let candidate = self.class + self.modulus_so_far * i;
-            if rest.len() <= 1 {
-                return;
-            }
-            // The last class holds whatever is left.
-            if i + 1 == self.q as usize {
-                out.push((rest, candidate));
+            if i + 1 == self.q as usize && out.len() == first_out + 1 {
+                // The last class holds the cofactor of the one factor found: a division (one
+                // inversion) is cheaper than a gcd with the whole part.
+                let (cofactor, remainder) = poly::div_rem(&part, &out[first_out].0);
+                debug_assert!(remainder.is_empty());
+                out.push((cofactor, candidate));
                 return;
             }
             let zeta = root_of_unity(candidate * (SMOOTH_ORDER / stage_modulus));
-            // Most gcds at the later stages are trivial: normalise only real factors.
-            let mut found = poly::gcd_scaled(&rest, &poly::sub(&reduced, &[zeta]));
-            if found.len() > 1 {
-                found = poly::monic(&found);
-            }
-            if found.len() == rest.len() {
-                out.push((rest, candidate));
+            let (x, rest) = scratch;
+            x.clear();
+            x.extend_from_slice(&part);
+            rest.clear();
+            rest.extend_from_slice(&reduced);
+            rest.resize(rest.len().max(1), 0);
+            rest[0] = field::sub(rest[0], zeta);
+            poly::trim(rest);
+            poly::gcd_scaled_in_place(x, rest);
+            let degree = x.len().saturating_sub(1);
+            if degree == part_degree {
+                out.truncate(first_out); // every root in one class: keep the monic part itself
+                out.push((part, candidate));
                 return;
             }
-            if found.len() > 1 {
-                let (cofactor, remainder) = poly::div_rem(&rest, &found);
-                debug_assert!(remainder.is_empty());
-                rest = cofactor;
-                reduced = poly::div_rem(&reduced, &rest).1;
-                out.push((found, candidate));
+            if degree > 0 {
+                out.push((x.clone(), candidate));
+                degree_found += degree;
+                if degree_found == part_degree {
+                    return;
+                }
             }
         }
+        // Only when f does not split into distinct roots, which the y_0 check excludes; the
+        // caller's root count check reports it.
+        debug_assert!(false, "classes found {degree_found} of {part_degree} roots");
     }
 }
 

@@ -150,14 +150,24 @@ pub fn gcd_scaled(a: &[u64], b: &[u64]) -> Poly {
     let (mut x, mut y) = (a.to_vec(), b.to_vec());
     trim(&mut x);
     trim(&mut y);
+    gcd_scaled_in_place(&mut x, &mut y);
+    x
+}
+
+/// [`gcd_scaled`] of two trimmed polynomials in their own buffers: the result is left in `x`
+/// (`y` is consumed), so callers can reuse both buffers.
+pub fn gcd_scaled_in_place(x: &mut Poly, y: &mut Poly) {
+    debug_assert!(
+        x.last() != Some(&0) && y.last() != Some(&0),
+        "untrimmed polynomial"
+    );
     if x.len() < y.len() {
-        std::mem::swap(&mut x, &mut y);
+        std::mem::swap(x, y);
     }
     while !y.is_empty() {
-        reduce_cross_multiplied(&mut x, &y);
-        std::mem::swap(&mut x, &mut y);
+        reduce_cross_multiplied(x, y);
+        std::mem::swap(x, y);
     }
-    x
 }
 
 /// `Π (z − root)`.
@@ -306,16 +316,37 @@ impl Modulus {
     /// `z^e mod f` for e ≥ 1, with n coefficients (square and multiply by z, from the top bit).
     pub fn pow_z(&mut self, e: u64) -> Vec<u64> {
         assert!(e >= 1, "exponent must be positive");
-        let mut result = vec![0; self.degree()];
-        result[0] = 1;
-        self.mul_linear(&mut result, 0); // z mod f, also when n = 1
-        for bit in (0..63 - e.leading_zeros()).rev() {
+        // z^v mod f for v ≤ 2n − 2 is free (a monomial or a row of the table): start from the
+        // longest prefix of e's bits that small, which saves log2(2n) squarings.
+        let bits = 64 - e.leading_zeros();
+        let largest_free = 2 * self.degree() as u64 - 1;
+        let mut prefix_bits = 1;
+        while prefix_bits < bits && e >> (bits - prefix_bits - 1) < largest_free {
+            prefix_bits += 1;
+        }
+        let mut result = self.power_of_z((e >> (bits - prefix_bits)) as usize);
+        for bit in (0..bits - prefix_bits).rev() {
             self.square(&mut result);
             if e >> bit & 1 == 1 {
                 self.mul_linear(&mut result, 0);
             }
         }
         result
+    }
+
+    /// `z^v mod f` for 1 ≤ v ≤ max(2n − 2, 1), with n coefficients.
+    fn power_of_z(&self, v: usize) -> Vec<u64> {
+        let n = self.degree();
+        debug_assert!(v >= 1 && v <= (2 * n - 2).max(1));
+        if v < n {
+            let mut monomial = vec![0; n];
+            monomial[v] = 1;
+            monomial
+        } else if v == n {
+            self.negated.clone()
+        } else {
+            self.table[(v - n) * n..][..n].to_vec()
+        }
     }
 
     /// `a · (z + c) mod f`, where `a` has exactly n coefficients.
@@ -437,7 +468,7 @@ mod tests {
         #[test]
         fn modular_products_and_powers(f_low in proptest::collection::vec(0..P, 1..40),
                                        seed_a in 0..P, seed_b in 0..P, q in 1u32..12,
-                                       e in 1u64..5000) {
+                                       e in prop_oneof![1u64..5000, 1u64..=u64::MAX]) {
             let mut f = f_low.clone();
             f.push(1);
             let n = f_low.len();
