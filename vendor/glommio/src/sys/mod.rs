@@ -306,6 +306,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // STARLING PATCH: pairs with the fence `Reactor::wait` issues after
+        // `prepare_to_sleep` (which replaced a `membarrier` syscall there): the item this
+        // producer published before calling us is visible to the sleeping side, or we see
+        // `should_notify` set.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
