@@ -129,7 +129,7 @@ impl Cluster {
             .running()
             .map(|(i, _)| (i, self.members[i].id.clone()))
             .collect();
-        wait_for(CONVERGE, "cluster formation", || {
+        let formed = || {
             self.running().all(|(i, node)| {
                 let states = member_states(node);
                 expected
@@ -137,7 +137,32 @@ impl Cluster {
                     .filter(|(j, _)| *j != i)
                     .all(|(_, id)| states.iter().any(|(m, s)| m == id && s == "alive"))
             })
-        });
+        };
+        let deadline = started + CONVERGE;
+        while !formed() {
+            if Instant::now() >= deadline {
+                // Say why: what each node sees, and the end of its log.
+                let views: Vec<String> = self
+                    .running()
+                    .map(|(i, node)| {
+                        let log = node.log_text();
+                        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                        let tail: Vec<&str> = tail.into_iter().rev().collect();
+                        format!(
+                            "node {i} (gossip {}) sees {:?}; log tail:\n{}",
+                            self.members[i].gossip,
+                            member_states(node),
+                            tail.join("\n")
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "cluster formation did not happen within {CONVERGE:?}:\n{}",
+                    views.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         started.elapsed()
     }
 
