@@ -377,13 +377,24 @@ pub struct ClusterShard {
     transfer: Rc<TransferAuth>,
 }
 
+/// A UDP socket bound to `addr` without SO_REUSEPORT (which glommio's `UdpSocket::bind` sets):
+/// a second process on the same gossip port is refused with "address in use" instead of
+/// silently splitting the port's datagrams with the first.
+fn bind_exclusive_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    // As glommio's own bind, minus `set_reuse_port`.
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from(socket))
+}
+
 impl ClusterShard {
     /// Binds shard `shard.index`'s UDP and TCP ports, starts its tasks and hooks it into the
     /// shard. Shard 0 also starts membership and joins the seeds.
     pub fn start(shard: &Rc<Shard>, settings: Arc<ClusterSettings>) -> Result<(), String> {
         let index = u16::try_from(shard.index).map_err(|_| "shard index".to_string())?;
         let addr = SocketAddr::new(settings.bind.ip(), settings.bind.port() + index);
-        let socket = UdpSocket::bind(addr)
+        let socket = bind_exclusive_udp(addr)
             .map_err(|e| format!("shard {index}: cannot bind gossip UDP {addr}: {e}"))?;
         let listener = TcpListener::bind(addr)
             .map_err(|e| format!("shard {index}: cannot bind transfer TCP {addr}: {e}"))?;

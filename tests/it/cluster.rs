@@ -25,7 +25,10 @@ const DETECTION: Duration = Duration::from_secs(6);
 /// A gossip base port whose UDP and TCP ports base..base+SHARDS are free right now. The range
 /// 20000..32000 lies below Linux's ephemeral ports, so `free_port()` users cannot take them.
 fn gossip_base() -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    // A random seed per call: tests run as concurrent processes with neighbouring pids, and a
+    // seed of pid ^ (a few ns) once gave two of them the same ports.
+    let seed =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
     let mut candidate = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for _ in 0..1000 {
         candidate = candidate
@@ -186,19 +189,40 @@ impl Member {
 }
 
 fn start(member: &Member) -> Node {
-    Node::start(
-        &member.data,
-        &NodeOptions {
-            shards: usize::from(SHARDS),
-            extra_args: vec![
-                "--config".into(),
-                member.config.display().to_string(),
-                "--durability".into(),
-                "none".into(),
-            ],
-            ..NodeOptions::default()
-        },
-    )
+    Node::start(&member.data, &options(&member.config))
+}
+
+fn options(config: &Path) -> NodeOptions {
+    NodeOptions {
+        shards: usize::from(SHARDS),
+        extra_args: vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--durability".into(),
+            "none".into(),
+        ],
+        ..NodeOptions::default()
+    }
+}
+
+/// A node whose gossip port another node holds is refused at start-up: the gossip sockets are
+/// bound without the SO_REUSEPORT glommio sets, which would let the two silently split the
+/// port's datagrams.
+#[test]
+fn a_gossip_port_in_use_is_refused() {
+    let mut cluster = Cluster::new();
+    cluster.add("");
+    let config = cluster.root.join("second.toml");
+    let same_gossip_addr = std::fs::read_to_string(&cluster.members[0].config).expect("config");
+    std::fs::write(&config, same_gossip_addr).expect("write config");
+    let refused = Node::try_start(&cluster.root.join("second"), &options(&config));
+    let Err(log) = refused else {
+        panic!(
+            "a second node started on gossip port {}",
+            cluster.members[0].gossip
+        );
+    };
+    assert!(log.contains("cannot bind gossip UDP"), "{log}");
 }
 
 fn members_json(node: &Node) -> serde_json::Value {
