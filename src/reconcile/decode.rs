@@ -18,8 +18,8 @@
 //! of unity γ^a(r). The chain `y_j = w^(K/Q_j)` (Q_j = q_1⋯q_j over the stages 2, 3, 3, 5, 5)
 //! costs a few products, y_0 = z^(p−1) ≡ 1 is the split check, and y_j tells a(r) mod Q_j. Stage
 //! j splits each part by gcds with `y_j − ζ` over the q_j candidates ζ, so one exponentiation
-//! (52 squarings) sorts the roots into 450 classes: singletons fall out, pairs go to the
-//! quadratic formula. Plain Cantor–Zassenhaus instead pays 60 squarings per level of its
+//! (a 52-bit exponent, its first log2(2n) squarings free) sorts the roots into 450 classes:
+//! singletons fall out, pairs go to the quadratic formula. Plain Cantor–Zassenhaus instead pays 60 squarings per level of its
 //! recursion with a fresh random shift each time, about three times as many in all (figures
 //! in the `reconcile` module docs).
 //!

@@ -122,7 +122,11 @@ pub fn monic(poly: &[u64]) -> Poly {
 /// Euclid on remainders only, each step cross-multiplied (`lead(y)·x − lead(x)·z^s·y`) so no
 /// step inverts: one inversion at the end instead of one per division.
 pub fn gcd(a: &[u64], b: &[u64]) -> Poly {
-    monic(&gcd_scaled(a, b))
+    let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    trim(&mut x);
+    trim(&mut y);
+    gcd_scaled_in_place(&mut x, &mut y);
+    monic(&x)
 }
 
 /// `x ← x mod y` up to a non-zero scalar, each step cross-multiplied
@@ -144,18 +148,9 @@ fn reduce_cross_multiplied(x: &mut Poly, y: &[u64]) {
     }
 }
 
-/// A greatest common divisor up to a non-zero scalar (no inversion): [`gcd`] before its final
-/// normalisation.
-pub fn gcd_scaled(a: &[u64], b: &[u64]) -> Poly {
-    let (mut x, mut y) = (a.to_vec(), b.to_vec());
-    trim(&mut x);
-    trim(&mut y);
-    gcd_scaled_in_place(&mut x, &mut y);
-    x
-}
-
-/// [`gcd_scaled`] of two trimmed polynomials in their own buffers: the result is left in `x`
-/// (`y` is consumed), so callers can reuse both buffers.
+/// A greatest common divisor of two trimmed polynomials up to a non-zero scalar (no
+/// inversion: [`gcd`] before its final normalisation), in their own buffers: the result is
+/// left in `x` (`y` is consumed), so callers can reuse both buffers.
 pub fn gcd_scaled_in_place(x: &mut Poly, y: &mut Poly) {
     debug_assert!(
         x.last() != Some(&0) && y.last() != Some(&0),

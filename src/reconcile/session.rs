@@ -1103,9 +1103,7 @@ mod tests {
     }
 
     fn reconcile(a: &[u64], b: &[u64], loss: f64, duplication: f64, seed: u64) -> Run {
-        let (mut sketch_a, mut sketch_b) = (PartitionSketch::new(), PartitionSketch::new());
-        sketch_a.insert_batch(a);
-        sketch_b.insert_batch(b);
+        let (sketch_a, sketch_b) = (sketch_of(a), sketch_of(b));
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut to_b = Channel {
             rng: SmallRng::seed_from_u64(rng.random()),
@@ -1175,6 +1173,12 @@ mod tests {
         }
     }
 
+    fn sketch_of(elements: &[u64]) -> PartitionSketch {
+        let mut sketch = PartitionSketch::new();
+        sketch.insert_batch(elements);
+        sketch
+    }
+
     fn sets(common: usize, only_a: usize, only_b: usize, seed: u64) -> (Vec<u64>, Vec<u64>) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut unique = HashSet::new();
@@ -1223,9 +1227,7 @@ mod tests {
     #[test]
     fn identical_sets_take_one_round_trip() {
         let (a, b) = sets(5_000, 0, 0, 1);
-        let (mut sketch_a, mut sketch_b) = (PartitionSketch::new(), PartitionSketch::new());
-        sketch_a.insert_batch(&a);
-        sketch_b.insert_batch(&b);
+        let (sketch_a, sketch_b) = (sketch_of(&a), sketch_of(&b));
         let (_initiator, open) = Initiator::start(1, 1, &sketch_a);
         let (responder, reply) = Responder::accept(&open[0], &sketch_b).expect("open");
         assert!(matches!(
@@ -1333,8 +1335,7 @@ mod tests {
     #[test]
     fn foreign_messages_are_ignored() {
         let (a, _) = sets(100, 3, 0, 11);
-        let mut sketch = PartitionSketch::new();
-        sketch.insert_batch(&a);
+        let sketch = sketch_of(&a);
         let (mut initiator, _) = Initiator::start(1, 1, &sketch);
         let foreign = Message::Finish {
             session: 2,
@@ -1354,9 +1355,7 @@ mod tests {
     #[test]
     fn a_repeated_point_with_another_value_is_a_contradiction() {
         let (a, b) = sets(1_000, 40, 0, 12);
-        let (mut sketch_a, mut sketch_b) = (PartitionSketch::new(), PartitionSketch::new());
-        sketch_a.insert_batch(&a);
-        sketch_b.insert_batch(&b);
+        let (sketch_a, sketch_b) = (sketch_of(&a), sketch_of(&b));
         let (_, open) = Initiator::start(5, 0, &sketch_a);
         let (mut responder, _) = Responder::accept(&open[0], &sketch_b).expect("an Open");
         let Message::Open { count, values, .. } = &open[0] else {
