@@ -141,32 +141,27 @@ impl Cluster {
                     .all(|(_, id)| states.iter().any(|(m, s)| m == id && s == "alive"))
             })
         };
-        let deadline = started + CONVERGE;
-        while !formed() {
-            if Instant::now() >= deadline {
-                // Say why: what each node sees, and the end of its log.
-                let views: Vec<String> = self
-                    .running()
-                    .map(|(i, node)| {
-                        let log = node.log_text();
-                        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                        let tail: Vec<&str> = tail.into_iter().rev().collect();
-                        format!(
-                            "node {i} (gossip {}) sees {:?}; log tail:\n{}",
-                            self.members[i].gossip,
-                            member_states(node),
-                            tail.join("\n")
-                        )
-                    })
-                    .collect();
-                panic!(
-                    "cluster formation did not happen within {CONVERGE:?}:\n{}",
-                    views.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_explained(CONVERGE, "cluster formation", formed, || self.views());
         started.elapsed()
+    }
+
+    /// What each running node sees and the end of its log: why a wait timed out.
+    fn views(&self) -> String {
+        let views: Vec<String> = self
+            .running()
+            .map(|(i, node)| {
+                let log = node.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "node {i} (gossip {}) sees {:?}; log tail:\n{}",
+                    self.members[i].gossip,
+                    member_states(node),
+                    tail.join("\n")
+                )
+            })
+            .collect();
+        views.join("\n")
     }
 
     fn block(&self, index: usize, blocked: &[usize]) {
@@ -264,13 +259,22 @@ fn member_states(node: &Node) -> Vec<(String, String)> {
         .collect()
 }
 
-fn wait_for(bound: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+fn wait_for(bound: Duration, what: &str, condition: impl FnMut() -> bool) {
+    wait_for_explained(bound, what, condition, String::new);
+}
+
+/// [`wait_for`], adding `explain()` to the message when it times out.
+fn wait_for_explained(
+    bound: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + bound;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {bound:?}"
-        );
+        if Instant::now() >= deadline {
+            panic!("{what} did not happen within {bound:?}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
