@@ -120,6 +120,7 @@ impl Header {
 
 /// A message kind: one byte, in ranges reserved per subsystem so that modules can add kinds
 /// without coordinating single values.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Kind(pub u8);
 

@@ -178,6 +178,7 @@ fn reconstruct_with(
 /// vector by one (the other is combined with it and keeps its weight), so the two weights sum
 /// to δ + points; the true (P, Q) has weight d_A and, while d_A + d_B < points, is the unique
 /// lightest vector up to a scalar.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 pub struct Interpolator {
     delta: i64,

@@ -67,6 +67,7 @@ const INTERPOLATORS_MAX: usize = 1024;
 const DENSITY_SAMPLES_MIN: u64 = 4;
 
 /// What a finished session found.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// The two sets were identical.
@@ -170,6 +171,7 @@ const RESOLVES_MAX: u32 = 4096;
 const MISSING_PER_MESSAGE_MAX: usize = 300;
 
 /// The side that opens a session and answers sketch requests.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Initiator {
     session: u64,
     partition: u32,
@@ -352,6 +354,7 @@ impl Initiator {
 // ---------------------------------------------------------------------------------------------
 // Responder
 
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Active,
@@ -361,6 +364,7 @@ enum Status {
 }
 
 /// The last child of a split: its first `points` values are the parent's over the siblings'.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 struct Derivation {
     parent: NodeId,
@@ -368,6 +372,7 @@ struct Derivation {
     points: usize,
 }
 
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 struct NodeState {
     count: Option<u64>,
@@ -455,6 +460,7 @@ fn points_for(expected: f64) -> usize {
 }
 
 /// The side that accepts a session, decodes and decides how to split.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Responder {
     session: u64,
     partition: u32,

@@ -66,6 +66,29 @@ pub struct LeafSet {
     table: hashbrown::HashTable<u64>,
 }
 
+/// A snapshot holds the elements, sorted; their order in the table never leaks (sessions sort
+/// what they ship and multiply the rest commutatively), so a rebuilt table behaves the same.
+#[cfg(feature = "snapshot")]
+impl serde::Serialize for LeafSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut elements: Vec<u64> = self.iter().collect();
+        elements.sort_unstable();
+        serializer.collect_seq(elements)
+    }
+}
+
+#[cfg(feature = "snapshot")]
+impl<'de> serde::Deserialize<'de> for LeafSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let elements = Vec::<u64>::deserialize(deserializer)?;
+        let mut set = LeafSet::default();
+        for element in elements {
+            set.insert(element);
+        }
+        Ok(set)
+    }
+}
+
 impl LeafSet {
     /// Adds `element`; false if it was present.
     pub fn insert(&mut self, element: u64) -> bool {
@@ -126,10 +149,13 @@ impl LeafSet {
 }
 
 /// The sketch of one partition's set of elements, kept incrementally.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct PartitionSketch {
     numerators: Vec<u64>,
     denominators: Vec<u64>,
     elements: Vec<LeafSet>,
+    // Not in a snapshot: a resumed run picks this CPU's best (every kernel gives the same sums).
+    #[cfg_attr(feature = "snapshot", serde(skip, default = "Kernel::best"))]
     kernel: Kernel,
     sorted: Vec<u64>,
     leaf_starts: Vec<usize>,
@@ -269,6 +295,7 @@ impl PartitionSketch {
 
 /// Every leaf's numerator and denominator at every sample point, and the leaf sizes, at one
 /// moment.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     numerators: Vec<u64>,

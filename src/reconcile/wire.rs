@@ -23,6 +23,7 @@ pub const LEVEL_MAX: u8 = 19;
 const MAGIC: [u8; 2] = *b"SR";
 
 /// A hash range: the positions whose top `level` bits equal `index`.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId {
     /// Number of leading position bits fixed (0 = the whole partition).
@@ -93,6 +94,7 @@ struct ResolveBytes {
 }
 
 /// Ask for the peer's sketch of `node` at the sample points `first..end` (1-based, end exclusive).
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestItem {
     /// The first range.
@@ -110,6 +112,7 @@ pub struct RequestItem {
 pub const REQUEST_SPAN_MAX: u16 = 64;
 
 /// The sender's `χ` of `node` at points `first..first + values.len()`, and the node's size.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SketchItem {
     /// The range.
@@ -124,6 +127,7 @@ pub struct SketchItem {
 
 /// The low `width` bits of elements the receiver holds in `node` and the sender lacks,
 /// bit-packed on the wire.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolveItem {
     /// The range the elements lie in.
@@ -135,6 +139,7 @@ pub struct ResolveItem {
 }
 
 /// A reconciliation message. `session` and `partition` route it; see the `session` module.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Initiator → responder: the digest (size and χ of the whole range at points 1..).

@@ -35,6 +35,7 @@ pub const SESSION_RESEND_MS: u64 = 200;
 pub const SESSION_TIMEOUTS_MAX: u32 = 10;
 
 /// Counters of CPISync anti-entropy.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpisyncStats {
     /// Sessions started as initiator.
@@ -66,46 +67,46 @@ pub struct Step {
     pub partition: u16,
 }
 
-/// The two session kinds behind one interface.
-trait Machine {
-    fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message>;
-    fn on_timeout(&mut self, live: &PartitionSketch) -> Vec<Message>;
-    fn outcome(&self) -> Option<&Outcome>;
-    fn is_done(&self) -> bool;
+/// The two session kinds behind one interface (boxed: an initiator is large).
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
+enum Machine {
+    Initiator(Box<Initiator>),
+    Responder(Box<Responder>),
 }
 
-impl Machine for Initiator {
+impl Machine {
     fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message> {
-        Initiator::handle(self, message, live)
+        match self {
+            Machine::Initiator(initiator) => initiator.handle(message, live),
+            Machine::Responder(responder) => responder.handle(message, live),
+        }
     }
+
     fn on_timeout(&mut self, live: &PartitionSketch) -> Vec<Message> {
-        Initiator::on_timeout(self, live)
+        match self {
+            Machine::Initiator(initiator) => initiator.on_timeout(live),
+            Machine::Responder(responder) => responder.on_timeout(),
+        }
     }
+
     fn outcome(&self) -> Option<&Outcome> {
-        Initiator::outcome(self)
+        match self {
+            Machine::Initiator(initiator) => initiator.outcome(),
+            Machine::Responder(responder) => responder.outcome(),
+        }
     }
+
     fn is_done(&self) -> bool {
-        Initiator::is_done(self)
+        match self {
+            Machine::Initiator(initiator) => initiator.is_done(),
+            Machine::Responder(responder) => responder.is_done(),
+        }
     }
 }
 
-impl Machine for Responder {
-    fn handle(&mut self, message: &Message, live: &PartitionSketch) -> Vec<Message> {
-        Responder::handle(self, message, live)
-    }
-    fn on_timeout(&mut self, _live: &PartitionSketch) -> Vec<Message> {
-        Responder::on_timeout(self)
-    }
-    fn outcome(&self) -> Option<&Outcome> {
-        Responder::outcome(self)
-    }
-    fn is_done(&self) -> bool {
-        Responder::is_done(self)
-    }
-}
-
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct Session {
-    machine: Box<dyn Machine>,
+    machine: Machine,
     initiator: bool,
     partition: u16,
     quiet_since_ms: u64,
@@ -115,6 +116,7 @@ struct Session {
 
 /// All CPISync sessions of one shard, keyed by (peer, session id), and the partition indexes
 /// they run against.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sessions {
     sessions: BTreeMap<(Peer, u64), Session>,
     indexes: BTreeMap<u16, Box<PartitionIndex>>,
@@ -192,7 +194,7 @@ impl Sessions {
         self.stats.sessions_started += 1;
         self.initiated += 1;
         let session = Session {
-            machine: Box::new(initiator),
+            machine: Machine::Initiator(Box::new(initiator)),
             initiator: true,
             partition,
             quiet_since_ms: now_ms,
@@ -268,7 +270,7 @@ impl Sessions {
         };
         self.stats.sessions_accepted += 1;
         let session = Session {
-            machine: Box::new(responder),
+            machine: Machine::Responder(Box::new(responder)),
             initiator: false,
             partition,
             quiet_since_ms: now_ms,

@@ -29,6 +29,7 @@ use super::types::{NodeId, Peer, PeerInfo, partition_of};
 use super::wire::{Arc, Delegation, WireEntry};
 
 /// Tuning of dissemination.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisseminationConfig {
     /// Children a holder sends to per tick (at most; fewer when its arc has fewer members).
@@ -75,6 +76,7 @@ impl Default for DisseminationConfig {
 }
 
 /// A batch this shard must still pass on.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 struct Held {
     entries: Vec<WireEntry>,
@@ -92,6 +94,7 @@ struct Held {
 }
 
 /// A send waiting for its hop ack.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 struct Outstanding {
     to: Peer,
@@ -101,6 +104,7 @@ struct Outstanding {
 }
 
 /// Counters of dissemination, for metrics and the simulator.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DisseminationStats {
     /// Delegations sent for the first time.
@@ -116,6 +120,7 @@ pub struct DisseminationStats {
 }
 
 /// Dissemination state of one shard.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 pub struct Dissemination {
     config: DisseminationConfig,

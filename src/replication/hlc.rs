@@ -33,6 +33,7 @@ pub fn logical(timestamp: u64) -> u16 {
 }
 
 /// A hybrid logical clock. Not shared: each shard owns one.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Hlc {
     last: u64,

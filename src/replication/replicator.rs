@@ -5,7 +5,7 @@
 //! [`Replicator::fetched`] with the current time, then drains [`Replicator::actions`] and
 //! performs them (send a datagram body, apply a batch to storage, pull entries over a transfer
 //! stream, answer a client). Nothing in here reads a clock, a socket or the OS RNG; the only
-//! randomness is a `SmallRng` seeded by the caller.
+//! randomness is a `Xoshiro256PlusPlus` seeded by the caller.
 //!
 //! Path of a client `SET` (after the runtime's local group commit): [`Replicator::write`] →
 //! `write_linger_ms` later ([`Replicator::flush`]): packed into a batch, the whole ring split
@@ -30,8 +30,8 @@
 
 use std::collections::BTreeMap;
 
-use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::anti_entropy;
 use super::cpisync;
@@ -51,6 +51,7 @@ const RUMOR_DELEGATIONS_MAX: usize = u8::MAX as usize;
 const RUMOR_ACK_BATCHES_MAX: usize = (BODY_BYTES_MAX - 2) / 8;
 
 /// Configuration of one shard's replicator.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Partitions in the cluster (`P`, DESIGN §3).
@@ -77,6 +78,7 @@ pub struct Config {
 /// Memory per node: `CpisyncKept` holds one ~256 KiB sketch (plus an element → key index of
 /// about key length + 60 bytes per entry) per owned partition, ~64 MiB for 256 partitions;
 /// `Cpisync` holds sketches only while a session of their partition runs; `ElementList` none.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum AntiEntropyMode {
     /// CPISync sessions of `crate::reconcile` (bytes grow with the difference) against one
@@ -106,6 +108,7 @@ impl Default for Config {
 }
 
 /// How a client write is acknowledged.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Ack {
     /// After the local group commit (the runtime answers; the replicator only disseminates).
@@ -123,6 +126,7 @@ pub enum Ack {
 }
 
 /// What the caller must do.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send a replication body (kind in 0x40..=0x7F) to a peer's shard.
@@ -187,6 +191,7 @@ pub struct Context<'a> {
 }
 
 /// Counters for metrics and the simulator.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Received entries handed to storage because they were newer.
@@ -220,18 +225,21 @@ pub struct Stats {
 }
 
 /// Items for one peer and when they must leave.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 struct Outbox<T = Delegation> {
     due_ms: u64,
     items: Vec<T>,
 }
 
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 struct LocalWrite {
     entry: Entry,
     ack: Ack,
 }
 
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 struct Wait {
     write_id: u64,
@@ -241,6 +249,7 @@ struct Wait {
     deadline_ms: u64,
 }
 
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 enum Purpose {
     Rumor {
@@ -254,6 +263,7 @@ enum Purpose {
 
 /// The last bulk catch-up (how much it brought is `Replicator::catch_up_applied`, which
 /// its final page's apply may still raise after it ended).
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 struct LastCatchUp {
     from: NodeId,
@@ -264,6 +274,7 @@ struct LastCatchUp {
 /// than `bulk_threshold` newer entries.
 pub const USELESS_CATCH_UP_BACKOFF: u64 = 10;
 
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 struct Pending {
     purpose: Purpose,
@@ -273,10 +284,11 @@ struct Pending {
 }
 
 /// One shard's replication state machine.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Replicator {
     config: Config,
     me: NodeId,
-    rng: SmallRng,
+    rng: Xoshiro256PlusPlus,
     dissemination: Dissemination,
     fresh: Vec<LocalWrite>,
     /// When `fresh` must be turned into batches (`write_linger_ms` after the first write).
@@ -323,7 +335,7 @@ impl Replicator {
         Replicator {
             config,
             me,
-            rng: SmallRng::seed_from_u64(seed),
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             dissemination,
             fresh: Vec::new(),
             fresh_due_ms: None,

@@ -16,6 +16,7 @@ use super::types::{NodeId, PeerInfo};
 use super::wire::Arc;
 
 /// One part of a split: its arc and the view indices of the members on it.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
     /// The part's arc (a sub-arc of the split arc).

@@ -19,6 +19,7 @@ use super::types::{Entry, Version, element_of};
 use super::wire::Digest;
 
 /// Sketch, element → key index and digest of one partition.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct PartitionIndex {
     sketch: PartitionSketch,
     by_key: HashMap<Vec<u8>, (Version, u64)>,

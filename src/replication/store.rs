@@ -20,6 +20,7 @@ pub trait Store {
 }
 
 /// An in-memory, version-aware store: one ordered map per partition.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 pub struct MemStore {
     partitions: Vec<BTreeMap<Vec<u8>, Entry>>,

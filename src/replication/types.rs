@@ -11,6 +11,7 @@ pub type NodeId = u64;
 
 /// Where a replication message goes: one shard (gossip socket) of one node. The runtime turns it
 /// into `address_of(node) : gossip_base_port + shard`.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Peer {
     /// The node.
@@ -23,6 +24,7 @@ pub struct Peer {
 ///
 /// **Invariant:** a peer view handed to the replicator is sorted by `(ring, node)` and does not
 /// contain the local node (see [`PeerInfo::new`] and [`sort_view`]).
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerInfo {
     /// Position on the dissemination ring: a hash of the node id (see [`ring_position`]).

@@ -90,6 +90,7 @@ pub enum DecodeError {
 }
 
 /// What an entry carries on the wire.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
     /// The value itself.
@@ -104,6 +105,7 @@ pub enum Payload {
 }
 
 /// One entry on the wire: a full entry, a tombstone or an announcement.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireEntry {
     /// The key (1..=4,096 bytes).
@@ -116,6 +118,7 @@ pub struct WireEntry {
 
 /// A contiguous arc of the dissemination ring, `[lo, hi)` with wrap-around; `lo == hi` is the
 /// whole ring.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Arc {
     /// First ring position inside the arc.
@@ -138,6 +141,7 @@ impl Arc {
 }
 
 /// A batch of entries plus the ring arc whose members the receiver must pass them on to.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delegation {
     /// Batch id chosen by the writer; also what the receiver acks.
@@ -149,6 +153,7 @@ pub struct Delegation {
 }
 
 /// A partition digest: entry count and wrapping sum of the elements.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Digest {
     /// Number of entries (tombstones included).

@@ -14,6 +14,7 @@ pub const BATCH_ENTRIES_HARD_MAX: usize = 65_536;
 pub const BATCH_BYTES_HARD_MAX: usize = 64 << 20;
 
 /// `(hlc, node)`: the field order gives the total order (larger hlc wins, then larger node).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {
     /// Hybrid logical clock: 48-bit physical milliseconds + 16-bit logical counter.
@@ -23,6 +24,7 @@ pub struct Version {
 }
 
 /// One stored entry; `value: None` is a tombstone.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The key, 1..=`key_bytes_max` bytes.

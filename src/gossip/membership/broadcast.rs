@@ -38,6 +38,7 @@ fn transmissions(priority: Priority) -> u32 {
 /// A queued update, 56 bytes: the wire fields of the update (an IPv6 address keeps no flow
 /// info or scope id, which the encoding drops anyway) and its priority. A simulator holds
 /// 10,000 queues of up to `broadcast_queue_max` entries; `Update` would take 64 + 16.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug)]
 struct Queued {
     id: NodeId,
@@ -111,6 +112,7 @@ fn position(value: u32) -> usize {
 }
 
 /// Serving order, queued records (one per member) and an id index over them.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 pub(super) struct BroadcastQueue {
     /// Priority → (position in `records` << 8 | encoded size): scanning it touches only the

@@ -1,6 +1,7 @@
 //! Membership tuning knobs and limits, with defaults justified in the parent module doc.
 
 /// Membership configuration. [`Config::default`] is tuned for LANs of up to ~10,000 nodes.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Time between probes of one member, before Lifeguard scaling.

@@ -53,6 +53,7 @@ pub(super) fn key_from_seed(seed: u64) -> u64 {
 
 /// Id → position in a record vector (the member slots, the queued updates). Ids are not
 /// stored: a probe compares against the record.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 pub(super) struct IdIndex {
     /// Slot numbers or `EMPTY`; length a power of two, at least twice `len`.
@@ -197,6 +198,7 @@ impl IdIndex {
 }
 
 /// `BuildHasher` for maps keyed by `NodeId`, with the same seeded fold hash.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug)]
 pub(super) struct IdHasherBuilder {
     key: u64,
@@ -205,6 +207,42 @@ pub(super) struct IdHasherBuilder {
 impl IdHasherBuilder {
     pub(super) fn new(key: u64) -> Self {
         Self { key }
+    }
+}
+
+/// serde for a map keyed by `NodeId` with this hasher (the simulator's snapshots): its hash key
+/// and its entries sorted by id. Nothing iterates these maps, so the rebuilt table's layout does
+/// not matter for determinism.
+#[cfg(feature = "snapshot")]
+pub(super) mod suspicions_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::IdHasherBuilder;
+    use crate::gossip::wire::NodeId;
+
+    type Map<V> = hashbrown::HashMap<NodeId, V, IdHasherBuilder>;
+
+    pub(in crate::gossip::membership) fn serialize<V: Serialize, S: Serializer>(
+        map: &Map<V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(NodeId, &V)> = map.iter().map(|(id, value)| (*id, value)).collect();
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        (map.hasher(), entries).serialize(serializer)
+    }
+
+    pub(in crate::gossip::membership) fn deserialize<'de, V, D>(
+        deserializer: D,
+    ) -> Result<Map<V>, D::Error>
+    where
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let (hasher, entries): (IdHasherBuilder, Vec<(NodeId, V)>) =
+            Deserialize::deserialize(deserializer)?;
+        let mut map = Map::with_capacity_and_hasher(entries.len(), hasher);
+        map.extend(entries);
+        Ok(map)
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use crate::gossip::wire::{Kind, NodeId};
 
 /// This node, as it introduces itself to the cluster.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalNode {
     /// Our node id (persisted by the runtime, unique in the cluster).
@@ -18,6 +19,7 @@ pub struct LocalNode {
 }
 
 /// What the cluster believes about a member (SWIM states plus graceful leave).
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MemberState {
@@ -50,6 +52,7 @@ impl MemberState {
 }
 
 /// One member as this node sees it.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
     /// Node id.
@@ -81,6 +84,7 @@ impl Member {
 }
 
 /// A change in the member list, in the order it happened here.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberEvent {
     /// A member we did not know, alive.
@@ -112,6 +116,7 @@ impl MemberEvent {
 }
 
 /// A datagram body to send: seal it with [`crate::gossip::wire::Sealer::seal`] using `kind`.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination (a member's shard 0 gossip address, or a seed).

@@ -104,7 +104,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use rand::SeedableRng;
-use rand::rngs::SmallRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 use self::broadcast::BroadcastQueue;
 use self::codec::{DecodeError, Message, Update, decode_section, encode_section};
@@ -115,6 +115,7 @@ use self::suspicion::Suspicion;
 use crate::gossip::wire::{BODY_BYTES_MAX, Kind, NodeId};
 
 /// Counters for metrics. All monotonic.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Direct probes started.
@@ -144,6 +145,7 @@ pub struct Stats {
 }
 
 /// One member as stored: its record and when its state last changed.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     member: Member,
@@ -151,6 +153,7 @@ struct Slot {
 }
 
 /// The probe in flight.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     target: NodeId,
@@ -163,6 +166,7 @@ struct Probe {
 }
 
 /// An indirect probe we run for another member.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug)]
 struct Relay {
     sequence: u32,
@@ -177,12 +181,13 @@ struct Relay {
 }
 
 /// The membership state machine of one node (run by shard 0).
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug)]
 pub struct Membership {
     config: Config,
     me: LocalNode,
     incarnation: u32,
-    rng: SmallRng,
+    rng: Xoshiro256PlusPlus,
     slots: Vec<Slot>,
     index: IdIndex,
     /// Slots whose state is Alive or Suspect.
@@ -193,6 +198,7 @@ pub struct Membership {
     sequence_next: u32,
     /// Lifeguard awareness score, `0..config.awareness_max`; timeouts scale by score + 1.
     awareness: u32,
+    #[cfg_attr(feature = "snapshot", serde(with = "index::suspicions_serde"))]
     suspicions: hashbrown::HashMap<NodeId, Suspicion, IdHasherBuilder>,
     suspicion_deadlines: BTreeSet<(u64, NodeId)>,
     relays: VecDeque<Relay>,
@@ -219,7 +225,7 @@ impl Membership {
         if let Err(problem) = config.validate() {
             panic!("invalid membership config: {problem}");
         }
-        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let hash_key = index::key_from_seed(seed);
         // Random phases keep nodes that start together from probing in lockstep.
         let probe_phase = rand::Rng::random_range(&mut rng, 0..config.probe_interval_ms);

@@ -7,6 +7,7 @@
 use crate::gossip::wire::NodeId;
 
 /// One member under suspicion.
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 pub(super) struct Suspicion {
     /// The incarnation suspected; a higher one refutes.

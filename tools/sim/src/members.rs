@@ -23,6 +23,7 @@ use starling::replication::wire::DATAGRAM_OVERHEAD_BYTES;
 use crate::world::{Event, World};
 
 /// One node's membership and the replication view derived from it.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct MemberNode {
     membership: Membership,
     /// Live members as `PeerInfo`, sorted by `(ring, node)`.
@@ -34,6 +35,7 @@ pub(crate) struct MemberNode {
 }
 
 /// A permanent crash whose detection is measured.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Kill {
     pub(crate) node: u32,
     pub(crate) at_ms: u64,

@@ -3,10 +3,10 @@
 //! shorter delay).
 
 use rand::Rng;
-use rand::rngs::SmallRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Network parameters.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct NetworkConfig {
     /// Probability that a datagram is lost.
     pub loss: f64,
@@ -17,7 +17,7 @@ pub struct NetworkConfig {
 }
 
 /// The network: stateless except for the current partition.
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct Network {
     config: NetworkConfig,
     /// Nodes `< split` and nodes `>= split` cannot talk while a partition is on.
@@ -55,14 +55,14 @@ impl Network {
     }
 
     /// One-way delay in microseconds: half the mean fixed, half exponential (a long tail).
-    pub fn delay_us(&self, rng: &mut SmallRng) -> u64 {
+    pub fn delay_us(&self, rng: &mut Xoshiro256PlusPlus) -> u64 {
         let half = self.config.latency_ms * 500.0;
         let tail = -half * (1.0 - rng.random::<f64>()).ln();
         (half + tail.min(20.0 * half)) as u64
     }
 
     /// Delays of the copies of one datagram that arrive: none (lost), one, or two.
-    pub fn transmit(&self, rng: &mut SmallRng, from: u32, to: u32) -> Copies {
+    pub fn transmit(&self, rng: &mut Xoshiro256PlusPlus, from: u32, to: u32) -> Copies {
         let mut copies = Copies {
             delays_us: [0; 2],
             count: 0,

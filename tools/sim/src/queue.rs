@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Scheduled<E> {
     at_us: u64,
     seq: u64,
@@ -32,6 +33,7 @@ impl<E> Ord for Scheduled<E> {
 }
 
 /// Events ordered by virtual time in microseconds.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Queue<E> {
     heap: BinaryHeap<Scheduled<E>>,
     seq: u64,
@@ -62,6 +64,11 @@ impl<E> Queue<E> {
         self.heap
             .pop()
             .map(|scheduled| (scheduled.at_us, scheduled.event))
+    }
+
+    /// The time of the earliest event.
+    pub fn peek_at(&self) -> Option<u64> {
+        self.heap.peek().map(|scheduled| scheduled.at_us)
     }
 
     /// Number of pending events.

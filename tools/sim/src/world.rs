@@ -2,9 +2,10 @@
 //! and the measurements.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 use starling::replication::dissemination::DisseminationConfig;
 use starling::replication::types::sort_view;
@@ -18,9 +19,10 @@ use crate::members::{Kill, MemberNode};
 use crate::network::{Network, NetworkConfig};
 use crate::queue::Queue;
 use crate::report::{Report, quantile};
+use crate::snapshot::{self, SnapshotError, SnapshotPlan};
 
 /// Everything a run depends on (with the seed, the whole run).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct SimConfig {
     /// Number of nodes.
     pub nodes: u32,
@@ -125,6 +127,7 @@ impl Default for SimConfig {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) enum Event {
     Tick {
         node: u32,
@@ -175,6 +178,7 @@ pub(crate) enum Event {
     EndFaults,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Node {
     replicator: Replicator,
     store: MemStore,
@@ -190,7 +194,7 @@ fn view_of<'a>(members: Option<&'a MemberNode>, shared: &'a [PeerInfo]) -> &'a [
     members.map_or(shared, |members| &members.view)
 }
 
-#[derive(Default)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 pub(crate) struct Counters {
     pub(crate) bytes_membership: u64,
     /// Datagram bytes (with header and MAC) by message kind.
@@ -206,6 +210,7 @@ pub(crate) struct Counters {
     events: u64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Write {
     version: Version,
     at_ms: u64,
@@ -218,9 +223,10 @@ struct Write {
 }
 
 /// The world of one run.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct World {
     pub(crate) config: SimConfig,
-    pub(crate) rng: SmallRng,
+    pub(crate) rng: Xoshiro256PlusPlus,
     pub(crate) queue: Queue<Event>,
     network: Network,
     pub(crate) nodes: Vec<Node>,
@@ -237,21 +243,47 @@ pub(crate) struct World {
     stable: Vec<bool>,
     kill_victims: Vec<u32>,
     pub(crate) partition_seen: bool,
+    /// Wall seconds spent by the processes this run was resumed from (progress lines only).
+    wall_before_s: f64,
 }
 
 /// Runs one simulation and reports what it measured.
 pub fn run(config: &SimConfig) -> Report {
     let mut world = World::new(config.clone());
     world.schedule_initial();
-    world.run_loop();
+    let Ok(()) = world.run_loop(None) else {
+        unreachable!("a run without snapshots does no I/O")
+    };
     world.report()
+}
+
+/// Runs one simulation, saving it as `plan` says (see [`crate::snapshot`]).
+pub fn run_saving(config: &SimConfig, plan: &SnapshotPlan) -> Result<Report, SnapshotError> {
+    let mut world = World::new(config.clone());
+    world.schedule_initial();
+    world.run_loop(Some(plan))?;
+    Ok(world.report())
+}
+
+/// Continues the run saved in `path` to its end; `progress_ms` replaces the saved progress
+/// interval and `plan` says where to keep saving. The report is the one the uninterrupted run
+/// would have printed.
+pub fn resume(
+    path: &Path,
+    progress_ms: u64,
+    plan: Option<&SnapshotPlan>,
+) -> Result<Report, SnapshotError> {
+    let mut world = snapshot::load(path)?;
+    world.config.progress_ms = progress_ms;
+    world.run_loop(plan)?;
+    Ok(world.report())
 }
 
 impl World {
     fn new(config: SimConfig) -> World {
         assert!(config.nodes >= 2, "a simulation needs at least two nodes");
         assert!(config.key_bytes >= 5, "keys carry a 5-byte write index");
-        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let network = Network::new(NetworkConfig {
             loss: config.loss,
             duplicate: config.duplicate,
@@ -290,6 +322,7 @@ impl World {
             stable: vec![true; config_nodes],
             kill_victims: Vec::new(),
             partition_seen: false,
+            wall_before_s: 0.0,
         }
     }
 
@@ -350,15 +383,28 @@ impl World {
         }
     }
 
-    fn run_loop(&mut self) {
+    fn run_loop(&mut self, plan: Option<&SnapshotPlan>) -> Result<(), SnapshotError> {
         let end_us = (self.config.duration_ms + self.config.settle_ms) * 1_000;
-        let started = std::time::Instant::now();
+        let mut started = std::time::Instant::now();
         let progress_us = self.config.progress_ms.saturating_mul(1_000);
-        let mut next_progress_us = progress_us;
-        while let Some((at_us, event)) = self.queue.pop() {
+        // The first multiple after the last event handled (a resumed run printed up to it).
+        let mut next_progress_us = next_multiple(self.now_us, progress_us);
+        let snapshot_us = plan.map_or(0, |plan| plan.every_ms.saturating_mul(1_000));
+        // A resumed run starts just after its snapshot: the next one is a full interval away.
+        let mut next_snapshot_us = next_multiple(self.queue.peek_at().unwrap_or(0), snapshot_us);
+        while let Some(at_us) = self.queue.peek_at() {
             if at_us > end_us {
                 break;
             }
+            if let Some(plan) = plan.filter(|_| snapshot_us > 0 && at_us >= next_snapshot_us) {
+                self.wall_before_s += started.elapsed().as_secs_f64();
+                started = std::time::Instant::now();
+                snapshot::save(self, &plan.path)?;
+                next_snapshot_us = next_multiple(at_us, snapshot_us);
+            }
+            let Some((at_us, event)) = self.queue.pop() else {
+                break;
+            };
             if progress_us > 0 && at_us >= next_progress_us {
                 self.print_progress(next_progress_us, started);
                 next_progress_us += progress_us;
@@ -371,6 +417,7 @@ impl World {
                 break;
             }
         }
+        Ok(())
     }
 
     fn print_progress(&self, at_us: u64, started: std::time::Instant) {
@@ -384,7 +431,7 @@ impl World {
             "progress: {} s simulated, {:.0} s wall, {} events, {} false positives ({} nodes), \
              membership updates queued per node mean {:.0} max {}",
             at_us / 1_000_000,
-            started.elapsed().as_secs_f64(),
+            self.wall_before_s + started.elapsed().as_secs_f64(),
             self.counters.events,
             self.counters.false_positives,
             self.counters.falsely_dead.len(),
@@ -883,7 +930,15 @@ fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-fn exponential(rng: &mut SmallRng, rate: f64) -> f64 {
+/// The first multiple of `step` above `at` (0 when `step` is 0: never).
+fn next_multiple(at: u64, step: u64) -> u64 {
+    if step == 0 {
+        return 0;
+    }
+    (at / step + 1).saturating_mul(step)
+}
+
+fn exponential(rng: &mut Xoshiro256PlusPlus, rate: f64) -> f64 {
     -(1.0 - rng.random::<f64>()).ln() / rate
 }
 
