@@ -8,6 +8,39 @@ use starling::replication::AntiEntropyMode;
 use starling::replication::dissemination::DisseminationConfig;
 use starling_sim::{Report, SimConfig, SnapshotPlan, resume, run, run_saving};
 
+/// The flags a snapshot fixes: given with --resume, they are refused instead of ignored.
+const RUN_FLAGS: [&str; 29] = [
+    "nodes",
+    "seed",
+    "loss",
+    "duplicate",
+    "latency_ms",
+    "writes",
+    "write_interval_ms",
+    "value_bytes",
+    "key_bytes",
+    "ack_peers",
+    "partition_at",
+    "heal_at",
+    "crash_rate",
+    "duration",
+    "settle",
+    "tick_ms",
+    "sync_interval_ms",
+    "partitions",
+    "write_linger_ms",
+    "linger_ms",
+    "ack_linger_ms",
+    "retransmit_ms",
+    "bulk_threshold",
+    "fanout",
+    "membership",
+    "kill",
+    "kill_at",
+    "anti_entropy",
+    "seeds",
+];
+
 /// mimalloc instead of glibc malloc: a large run frees and allocates datagram bodies and queue
 /// entries millions of times per simulated second, and glibc's `_int_malloc`/`_int_free` took
 /// ~15 % of an N = 10,000 run.
@@ -127,8 +160,9 @@ struct Args {
     #[arg(long, default_value_t = 60_000)]
     snapshot_every_ms: u64,
     /// Continue the run saved in this file (written by this same build); the run's flags come
-    /// from the snapshot, only --progress-ms, --snapshot, --snapshot-every-ms and --json apply.
-    #[arg(long, conflicts_with = "seeds")]
+    /// from the snapshot (giving one is an error); --progress-ms, --snapshot,
+    /// --snapshot-every-ms, --json and --check apply.
+    #[arg(long, conflicts_with_all = RUN_FLAGS)]
     resume: Option<PathBuf>,
 }
 
@@ -145,6 +179,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.resume {
         let report = resume(path, args.progress_ms, plan.as_ref())?;
         print_report(&report, args.json)?;
+        if args.check && (report.lost_acked_writes > 0 || !report.converged) {
+            eprintln!("starling-sim: the resumed run lost an acked write or did not converge");
+            std::process::exit(1);
+        }
         return Ok(());
     }
     anyhow::ensure!(

@@ -4,10 +4,13 @@
 //! A snapshot is taken between two events, at the first event at or after each multiple of
 //! `every_ms` simulated; it holds every node's protocol state machines, the event queue and the
 //! one RNG, so a resumed run makes exactly the decisions the uninterrupted run would have made
-//! and ends with the same report. Only a snapshot written by the same build of `starling-sim`
-//! can be read back: the encoding follows the in-memory types.
+//! and ends with the same report. Only the build of `starling-sim` that wrote a snapshot reads
+//! it back (the encoding follows the in-memory types, and another build may decide differently):
+//! the header names the build by the BLAKE3 hash of its executable, and any other build refuses
+//! the file.
 //!
-//! File: magic, format version, the world in bincode, then BLAKE3 of everything before it. It is
+//! File: magic, format version, build id, the world in bincode, then BLAKE3 of everything
+//! before it. It is
 //! written to `<path>.tmp`, synced and renamed over `path`, so a crash while writing leaves the
 //! previous snapshot intact. Reading checks the hash over the whole file before decoding any of
 //! it, so a damaged or truncated file is refused with a clear error instead of being decoded.
@@ -20,10 +23,10 @@ use crate::world::World;
 
 /// First bytes of every snapshot file.
 const MAGIC: &[u8; 8] = b"STSIMSNP";
-/// Bumped whenever the encoding changes.
-const FORMAT: u32 = 1;
-const HEADER_BYTES: u64 = MAGIC.len() as u64 + 4;
+/// Bumped whenever the file layout changes.
+const FORMAT: u32 = 2;
 const HASH_BYTES: u64 = 32;
+const HEADER_BYTES: u64 = MAGIC.len() as u64 + 4 + HASH_BYTES;
 /// I/O buffer: snapshots of large runs are gigabytes.
 const BUFFER_BYTES: usize = 8 << 20;
 
@@ -61,6 +64,15 @@ pub enum SnapshotError {
         /// Its format version.
         found: u32,
     },
+    /// Written by another build of `starling-sim`.
+    #[error(
+        "snapshot {path} was written by another build of starling-sim (resume it with the binary \
+         that wrote it)"
+    )]
+    OtherBuild {
+        /// The file.
+        path: PathBuf,
+    },
     /// The BLAKE3 hash does not match: the file is damaged or truncated.
     #[error("snapshot {path}: checksum mismatch (the file is damaged or truncated)")]
     Checksum {
@@ -75,6 +87,21 @@ pub enum SnapshotError {
         /// What bincode said.
         source: bincode::Error,
     },
+}
+
+/// BLAKE3 of this executable, computed once.
+fn build_id() -> io::Result<[u8; 32]> {
+    static ID: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    if let Some(id) = ID.get() {
+        return Ok(*id);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let exe = File::open(std::env::current_exe()?)?;
+    io::copy(
+        &mut BufReader::with_capacity(BUFFER_BYTES, exe),
+        &mut hasher,
+    )?;
+    Ok(*ID.get_or_init(|| *hasher.finalize().as_bytes()))
 }
 
 impl SnapshotError {
@@ -128,6 +155,7 @@ pub(crate) fn save(world: &World, path: &Path) -> Result<(), SnapshotError> {
     writer
         .write_all(MAGIC)
         .and_then(|()| writer.write_all(&FORMAT.to_le_bytes()))
+        .and_then(|()| writer.write_all(&build_id()?))
         .map_err(SnapshotError::io(&temporary))?;
     bincode::serialize_into(&mut writer, world).map_err(SnapshotError::encoding(&temporary))?;
     let HashingWriter {
@@ -162,7 +190,7 @@ pub(crate) fn load(path: &Path) -> Result<World, SnapshotError> {
         });
     }
     let mut format = [0u8; 4];
-    format.copy_from_slice(&header[MAGIC.len()..]);
+    format.copy_from_slice(&header[MAGIC.len()..MAGIC.len() + 4]);
     let found = u32::from_le_bytes(format);
     if found != FORMAT {
         return Err(SnapshotError::Format {
@@ -171,6 +199,11 @@ pub(crate) fn load(path: &Path) -> Result<World, SnapshotError> {
         });
     }
     verify_hash(&mut file, len, path)?;
+    if header[MAGIC.len() + 4..] != build_id().map_err(SnapshotError::io(path))? {
+        return Err(SnapshotError::OtherBuild {
+            path: path.to_path_buf(),
+        });
+    }
     file.seek(SeekFrom::Start(HEADER_BYTES))
         .map_err(SnapshotError::io(path))?;
     let mut body =

@@ -187,6 +187,16 @@ fn a_damaged_snapshot_is_refused_with_a_clear_error() {
         "{error}"
     );
 
+    // Another build: a different build id under a valid hash.
+    let mut other_build = good.clone();
+    other_build[12] ^= 1;
+    let hashed = other_build.len() - 32;
+    let hash = *blake3::hash(&other_build[..hashed]).as_bytes();
+    other_build[hashed..].copy_from_slice(&hash);
+    std::fs::write(&damaged, &other_build).expect("write");
+    let error = resume(&damaged, 0, None).expect_err("other build");
+    assert!(matches!(error, SnapshotError::OtherBuild { .. }), "{error}");
+
     let error = resume(&dir.path().join("missing"), 0, None).expect_err("missing");
     assert!(matches!(error, SnapshotError::Io { .. }), "{error}");
 }
