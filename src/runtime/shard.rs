@@ -432,8 +432,9 @@ impl Shard {
 /// The answer to a read (`GET`, `EXISTS`); `None` for any other op.
 fn read(engine: &Engine, op: &Op) -> Option<OpResult> {
     Some(match op {
-        Op::Get(key) => match engine.get(key) {
-            Ok(entry) => OpResult::Value(entry.and_then(|e| e.value)),
+        // The value only: no copy of the key, nothing for a tombstone.
+        Op::Get(key) => match engine.read(key, |_, value| value.map(<[u8]>::to_vec)) {
+            Ok(value) => OpResult::Value(value.flatten()),
             Err(error) => OpResult::Error(format!("ERR {error}")),
         },
         Op::Exists(key) => live(engine, key),
@@ -442,8 +443,8 @@ fn read(engine: &Engine, op: &Op) -> Option<OpResult> {
 }
 
 fn live(engine: &Engine, key: &[u8]) -> OpResult {
-    match engine.get(key) {
-        Ok(entry) => OpResult::Bool(entry.is_some_and(|e| e.value.is_some())),
+    match engine.read(key, |_, value| value.is_some()) {
+        Ok(live) => OpResult::Bool(live == Some(true)),
         Err(error) => OpResult::Error(format!("ERR {error}")),
     }
 }

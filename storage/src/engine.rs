@@ -148,21 +148,36 @@ fn candidate_tables<'a>(
 impl Inner {
     /// The newest stored entry for `key`, tombstones included.
     pub(crate) fn lookup(&self, state: &State, key: &[u8]) -> Result<Option<Entry>> {
-        let from_mem = |slot: Slot<'_>| Entry {
+        self.read(state, key, |version, value| Entry {
             key: key.to_vec(),
-            value: slot.value.map(<[u8]>::to_vec),
-            version: slot.version,
-        };
+            value: value.map(<[u8]>::to_vec),
+            version,
+        })
+    }
+
+    /// `found(version, value)` of the newest stored version of `key` (a tombstone's value is
+    /// `None`), borrowing the value where it lies.
+    pub(crate) fn read<R>(
+        &self,
+        state: &State,
+        key: &[u8],
+        found: impl FnOnce(Version, Option<&[u8]>) -> R,
+    ) -> Result<Option<R>> {
         if let Some(slot) = state.mem.get(key) {
-            return Ok(Some(from_mem(slot)));
+            return Ok(Some(found(slot.version, slot.value)));
         }
         if let Some(slot) = state.imm.as_ref().and_then(|imm| imm.get(key)) {
-            return Ok(Some(from_mem(slot)));
+            return Ok(Some(found(slot.version, slot.value)));
         }
         let hash = bloom::hash_key(key);
+        // The value borrows the table only inside `find`'s callback: call `found` there.
+        let mut found = Some(found);
         for table in candidate_tables(state, key) {
-            if let Some(entry) = table.get(key, hash)? {
-                return Ok(Some(entry));
+            let result = table.find(key, hash, |_, version, value| {
+                found.take().map(|found| found(version, value))
+            })?;
+            if let Some(result) = result {
+                return Ok(result);
             }
         }
         Ok(None)
@@ -516,6 +531,18 @@ impl Engine {
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         let state = self.inner.state.borrow();
         self.inner.lookup(&state, key)
+    }
+
+    /// Calls `found` with the newest stored version of `key` and its value (`None`: a
+    /// tombstone) without copying either, and returns what it returned (`None`: never stored).
+    /// What a read path that needs only the value, or only liveness, uses instead of `get`.
+    pub fn read<R>(
+        &self,
+        key: &[u8],
+        found: impl FnOnce(Version, Option<&[u8]>) -> R,
+    ) -> Result<Option<R>> {
+        let state = self.inner.state.borrow();
+        self.inner.read(&state, key, found)
     }
 
     /// Live entries whose key starts with `prefix`, in key order, strictly after `after` when

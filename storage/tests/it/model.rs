@@ -94,6 +94,16 @@ async fn check_op(engine: &Engine, model: &mut Model, op: Op) -> Result<(), Stri
             if got != want {
                 return Err(format!("get {:?}: {got:?} != {want:?}", key(k)));
             }
+            // `read` lends the same version and value (memtables and tables alike).
+            let read = engine
+                .read(&key(k), |version, value| {
+                    (version, value.map(<[u8]>::to_vec))
+                })
+                .map_err(|e| e.to_string())?;
+            let want = want.map(|entry| (entry.version, entry.value));
+            if read != want {
+                return Err(format!("read {:?}: {read:?} != {want:?}", key(k)));
+            }
         }
         Op::Scan(prefix, after, limit) => {
             let prefix: Vec<u8> = prefix.map(|p| vec![b'a' + p]).unwrap_or_default();
