@@ -21,7 +21,7 @@ use super::writer::{TableMeta, table_path};
 use crate::codec::compare_keys;
 use crate::error::{Error, Result};
 use crate::memtable::Item;
-use crate::types::{Entry, Version};
+use crate::types::Version;
 
 /// An open, immutable table.
 pub struct Table {
@@ -236,15 +236,6 @@ impl Table {
         block
             .find(key, found)
             .map_err(|e| self.corrupt_block(index, e.0))
-    }
-
-    /// Looks `key` up; `hash` is `bloom::hash_key(key)`.
-    pub fn get(&self, key: &[u8], hash: u64) -> Result<Option<Entry>> {
-        self.find(key, hash, |key, version, value| Entry {
-            key: key.to_vec(),
-            value: value.map(<[u8]>::to_vec),
-            version,
-        })
     }
 
     /// An iterator over entries with key `>= start` (all entries for an empty `start`).

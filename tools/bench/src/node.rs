@@ -44,6 +44,11 @@ pub struct Args {
     /// Value size in bytes (redis-benchmark -d).
     #[arg(long, default_value_t = 100)]
     pub value_bytes: u32,
+    /// Repeat the measurement this many times, alternating Starling and Redis with fresh
+    /// servers each round, and report each figure's median (and the rps range): on a shared
+    /// machine one run moves by ±10 %.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub rounds: u32,
     /// Directory for the servers' data [default: target/bench-node].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -58,6 +63,18 @@ struct Measurement {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// With `--rounds` > 1: how many, and the lowest and highest rps (the figures above are
+    /// medians).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    spread: Option<Spread>,
+}
+
+/// The spread of a figure measured over several rounds.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Spread {
+    rounds: usize,
+    rps_min: f64,
+    rps_max: f64,
 }
 
 /// Runs the suite.
@@ -71,11 +88,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("target/bench-node"));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
-    let work = tempfile::tempdir_in(&work_dir).context("create a run directory")?;
-    let mut results = measure_starling(args, work.path())?;
-    if args.compare.is_some() {
-        results.extend(measure_redis(args, work.path())?);
+    let mut rounds = Vec::new();
+    for _ in 0..args.rounds {
+        let work = tempfile::tempdir_in(&work_dir).context("create a run directory")?;
+        let mut round = measure_starling(args, work.path())?;
+        if args.compare.is_some() {
+            round.extend(measure_redis(args, work.path())?);
+        }
+        rounds.push(round);
     }
+    let results = summarize(rounds);
     if args.json {
         for result in &results {
             println!("{}", serde_json::to_string(result)?);
@@ -323,9 +345,55 @@ fn parse_csv(text: &str, target: &'static str) -> anyhow::Result<Vec<Measurement
                 rps: number(rps)?,
                 p50_ms: number(p50)?,
                 p99_ms: number(p99)?,
+                spread: None,
             })
         })
         .collect()
+}
+
+/// One measurement per (target, test), in first-seen order: each figure the median over the
+/// rounds (the mean of the middle two for an even count), with the rps range when there were
+/// several.
+fn summarize(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
+    let count = rounds.len();
+    let mut groups: Vec<Vec<Measurement>> = Vec::new();
+    for measurement in rounds.into_iter().flatten() {
+        match groups.iter_mut().find(|group| {
+            group[0].target == measurement.target && group[0].test == measurement.test
+        }) {
+            Some(group) => group.push(measurement),
+            None => groups.push(vec![measurement]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let figure = |pick: fn(&Measurement) -> f64| median(group.iter().map(pick).collect());
+            let rps: Vec<f64> = group.iter().map(|m| m.rps).collect();
+            Measurement {
+                suite: "node",
+                target: group[0].target,
+                test: group[0].test.clone(),
+                rps: figure(|m| m.rps),
+                p50_ms: figure(|m| m.p50_ms),
+                p99_ms: figure(|m| m.p99_ms),
+                spread: (count > 1).then(|| Spread {
+                    rounds: group.len(),
+                    rps_min: rps.iter().copied().fold(f64::INFINITY, f64::min),
+                    rps_max: rps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                }),
+            }
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => values[len / 2],
+        len => (values[len / 2 - 1] + values[len / 2]) / 2.0,
+    }
 }
 
 fn print_table(args: &Args, results: &[Measurement]) {
@@ -333,9 +401,21 @@ fn print_table(args: &Args, results: &[Measurement]) {
         "redis-benchmark -t set,get -P {} -c {} -n {} -r {} -d {} (loopback)",
         args.pipeline, args.clients, args.requests, args.keyspace, args.value_bytes
     );
+    if args.rounds > 1 {
+        println!(
+            "medians of {} rounds (Starling and Redis alternated)",
+            args.rounds
+        );
+    }
     println!(
-        "{:<6} {:<9} {:>12} {:>9} {:>9} {:>8}",
-        "test", "target", "rps", "p50 ms", "p99 ms", "ratio"
+        "{:<6} {:<9} {:>12} {:>9} {:>9} {:>8}  {}",
+        "test",
+        "target",
+        "rps",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        if args.rounds > 1 { "rps range" } else { "" }
     );
     for result in results {
         let redis = results
@@ -347,8 +427,11 @@ fn print_table(args: &Args, results: &[Measurement]) {
             }
             _ => String::new(),
         };
+        let range = result.spread.as_ref().map_or(String::new(), |spread| {
+            format!("{:.0}–{:.0}", spread.rps_min, spread.rps_max)
+        });
         println!(
-            "{:<6} {:<9} {:>12.0} {:>9.3} {:>9.3} {:>8}",
+            "{:<6} {:<9} {:>12.0} {:>9.3} {:>9.3} {:>8}  {range}",
             result.test, result.target, result.rps, result.p50_ms, result.p99_ms, ratio
         );
     }
@@ -375,5 +458,52 @@ mod tests {
             json,
             r#"{"suite":"node","target":"redis","test":"GET","rps":350000.0,"p50_ms":1.9,"p99_ms":4.1}"#
         );
+    }
+
+    fn measurement(target: &'static str, test: &str, rps: f64, p99_ms: f64) -> Measurement {
+        Measurement {
+            suite: "node",
+            target,
+            test: test.to_string(),
+            rps,
+            p50_ms: 1.0,
+            p99_ms,
+            spread: None,
+        }
+    }
+
+    #[test]
+    fn rounds_summarize_to_medians_with_the_rps_range() {
+        let rounds = [(100.0, 9.0), (300.0, 7.0), (200.0, 8.0)]
+            .into_iter()
+            .map(|(rps, p99)| {
+                vec![
+                    measurement("starling", "SET", rps, p99),
+                    measurement("redis", "SET", rps * 2.0, p99),
+                ]
+            })
+            .collect();
+        let summary = summarize(rounds);
+        assert_eq!(summary.len(), 2);
+        let starling = &summary[0];
+        assert_eq!(
+            (starling.target, starling.rps, starling.p99_ms),
+            ("starling", 200.0, 8.0)
+        );
+        assert_eq!(summary[1].rps, 400.0);
+        let json = serde_json::to_string(starling).expect("json");
+        assert!(
+            json.ends_with(r#""rounds":3,"rps_min":100.0,"rps_max":300.0}"#),
+            "{json}"
+        );
+        // One round: the figures as measured and the issue's JSON shape, unchanged.
+        let single = summarize(vec![vec![measurement("redis", "GET", 5.0, 1.5)]]);
+        assert_eq!(single[0].rps, 5.0);
+        assert!(
+            !serde_json::to_string(&single[0])
+                .expect("json")
+                .contains("rounds")
+        );
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 }
