@@ -89,19 +89,30 @@ pub enum SnapshotError {
     },
 }
 
-/// BLAKE3 of this executable, computed once.
+/// BLAKE3 of this executable, computed once. `/proc/self/exe` is the running binary even after
+/// a rebuild replaced the file on disk during a long run; `run_saving` and `resume` compute it
+/// before the run starts ([`prepare`]).
 fn build_id() -> io::Result<[u8; 32]> {
     static ID: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
     if let Some(id) = ID.get() {
         return Ok(*id);
     }
+    let exe = match File::open("/proc/self/exe") {
+        Ok(exe) => exe,
+        Err(_) => File::open(std::env::current_exe()?)?,
+    };
     let mut hasher = blake3::Hasher::new();
-    let exe = File::open(std::env::current_exe()?)?;
     io::copy(
         &mut BufReader::with_capacity(BUFFER_BYTES, exe),
         &mut hasher,
     )?;
     Ok(*ID.get_or_init(|| *hasher.finalize().as_bytes()))
+}
+
+/// Computes the build id up front, so a run that will save fails at once, not hours in, if
+/// its executable cannot be read.
+pub(crate) fn prepare(path: &Path) -> Result<(), SnapshotError> {
+    build_id().map(drop).map_err(SnapshotError::io(path))
 }
 
 impl SnapshotError {

@@ -259,6 +259,7 @@ pub fn run(config: &SimConfig) -> Report {
 
 /// Runs one simulation, saving it as `plan` says (see [`crate::snapshot`]).
 pub fn run_saving(config: &SimConfig, plan: &SnapshotPlan) -> Result<Report, SnapshotError> {
+    snapshot::prepare(&plan.path)?;
     let mut world = World::new(config.clone());
     world.schedule_initial();
     world.run_loop(Some(plan))?;
@@ -273,6 +274,9 @@ pub fn resume(
     progress_ms: u64,
     plan: Option<&SnapshotPlan>,
 ) -> Result<Report, SnapshotError> {
+    if let Some(plan) = plan {
+        snapshot::prepare(&plan.path)?;
+    }
     let mut world = snapshot::load(path)?;
     world.config.progress_ms = progress_ms;
     world.run_loop(plan)?;
