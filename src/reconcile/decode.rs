@@ -312,7 +312,7 @@ fn times_linear_in_place(poly: &mut Poly, point: u64) {
     poly[0] = field::reduce128(minus_point * poly[0] as u128);
 }
 
-/// The most points a decode accepts (a leaf's sample points).
+/// The most points a decode accepts (sessions send at most [`super::sketch::LEAF_POINTS`]).
 const MAX_POINTS: usize = 128;
 
 /// Scales (r, t) so both are monic and checks the degrees against δ.

@@ -7,7 +7,7 @@
 //! - [`field`]: arithmetic mod p = 2^61 − 1 (the scalar reference);
 //! - [`kernel`]: batched sketch updates (scalar, AVX2, AVX-512F; chosen at run time);
 //! - [`element`]: entry → element, never equal to a sample point;
-//! - [`sketch`]: [`PartitionSketch`], 128 leaves × 128 points of numerator/denominator,
+//! - [`sketch`]: [`PartitionSketch`], 256 leaves × 64 points of numerator/denominator,
 //!   updated incrementally; coarser ranges are products of leaves; per-leaf element sets
 //!   that find the elements ending in a fingerprint without a scan;
 //! - [`poly`] and [`decode`]: incremental rational interpolation, verification, roots sorted
@@ -31,10 +31,10 @@
 //! but decodes d = 1,000 in ≈ 219 ms in one piece; negentropy sends ≈ 1.38 KB per difference.
 //!
 //! Measured (`starling-bench reconcile`, 10^6 elements, AMD EPYC Zen 1, 2 cores, AVX2, no
-//! AVX-512, median of 9–15 sessions, thread CPU of both sides): bytes d = 10: 259, 100: 1,972,
-//! 1,000: 12,725, 10,000: 105,778 (10.6 B per difference); CPU d = 1,000: ≈ 6.5 ms, d = 10,000:
-//! ≈ 96 ms (were 11.7 and 197 with recursive Cantor–Zassenhaus and Euclid redone per attempt),
-//! a third to a half of it the modular products of root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar
+//! AVX-512, median of 9–21 sessions, thread CPU of both sides): bytes d = 10: 259, 100: 1,972,
+//! 1,000: 12,874, 10,000: 116,602 (11.7 B per difference); CPU d = 1,000: ≈ 5.7 ms, d = 10,000:
+//! ≈ 57 ms in one window (were 11.7 and 197 with recursive Cantor–Zassenhaus and Euclid redone
+//! per attempt), a third to a half of it the modular products of root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar
 //! ≈ 650 ns, AVX2 ≈ 58 ns per element (finite differences; 117–131 ns before).
 
 pub mod decode;

@@ -11,9 +11,9 @@
 //! divided by its siblings' (χ is multiplicative over disjoint ranges), so only 2^s − 1 children
 //! are requested. How many points and pieces to ask for comes from an estimate of the
 //! difference density: after the first failure the responder probes the left spine of the tree
-//! (one range per level), which yields ranges of every size from 1/2 to 1/128 of the set, and
-//! decoded ranges give the density. Pieces hold ≤ [`PIECE_POINTS_MAX`] points so root finding
-//! stays cheap (its cost grows with the square of a piece's difference).
+//! (one range per level), which yields ranges of every size from 1/2 to 1/256 of the set, and
+//! decoded ranges give the density. A split plans its pieces for [`PIECE_POINTS`] points so root
+//! finding stays cheap (its cost grows with the square of a piece's difference).
 //!
 //! Results. The responder learns both differences exactly (roots of P and Q). The initiator
 //! learns which of its elements the responder lacks from fingerprints (Resolve messages), the
@@ -33,16 +33,18 @@ use super::sketch::{
     LEAF_BITS, LEAF_POINTS, LOOKUP_BITS, PartitionSketch, Snapshot, sample_points,
 };
 use super::wire::{self, LEVEL_MAX, Message, NodeId, RequestItem, ResolveItem, SketchItem};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Points of the whole range sent with `Open`: sets differing by up to 13 reconcile in one
 /// round trip.
 pub const OPEN_POINTS: usize = 16;
 
-/// Most points planned for one piece (≈ 58 expected differences): bounds decode time per piece
-/// (root finding grows with the square of a piece's difference), while larger pieces spend
-/// fewer points on held-back points and margins.
-pub const PIECE_POINTS_MAX: usize = 64;
+/// Points a split plans each piece for (≈ 38 expected differences). Root finding grows with
+/// the square of a piece's difference, while smaller pieces spend more points on held-back
+/// points and margins; and a piece needs room below [`LEAF_POINTS`] to be extended when its
+/// difference was underestimated (d = 10,000 over 10^6 elements: 44 → 116.6 KB, 62 ms; pieces
+/// planned for 64 points fail at the leaves and are split again: 139 KB, 73 ms).
+pub const PIECE_POINTS: usize = 44;
 
 /// A range is cut into pieces only when it is at most this many times the part of the hash
 /// range already decoded (whose differences the density estimate rests on).
@@ -53,13 +55,16 @@ fn fraction_of(id: NodeId) -> f64 {
     (-(id.level as f64)).exp2()
 }
 
+/// Most levels one split descends (2^8 children; each child costs a node and its points).
+const SPLIT_SHIFT_MAX: u32 = 8;
+
 /// Levels one density probe descends (see `Responder::probe`).
 const PROBE_LEVELS: u32 = 3;
 
 /// Bound on ranges tracked by one responder session.
 const NODES_MAX: usize = 1 << 16;
 
-/// Ranges that keep their interpolation between attempts (each up to ~8 KiB at 128 points):
+/// Ranges that keep their interpolation between attempts (each up to ~4 KiB at 64 points):
 /// bounds a session's memory whatever the peer sends.
 const INTERPOLATORS_MAX: usize = 1024;
 
@@ -466,6 +471,13 @@ pub struct Responder {
     partition: u32,
     snapshot: Snapshot,
     nodes: BTreeMap<NodeId, NodeState>,
+    /// Ranges whose values changed since they were last tried: only these can derive or
+    /// decode now (a round of a large session brings values for hundreds of ranges, a few
+    /// per message, and a scan of every range per message cost 8 % of its CPU).
+    ready: BTreeSet<NodeId>,
+    /// For each range, the ranges derived from it (as parent or sibling), woken when its
+    /// values change.
+    waiters: BTreeMap<NodeId, Vec<NodeId>>,
     requests: Vec<RequestItem>,
     /// Sketch items asked for and not yet received: new requests wait until this is zero, so
     /// each round's requests travel together (fewer, fuller messages both ways).
@@ -511,6 +523,8 @@ impl Responder {
             partition: *partition,
             snapshot: live.snapshot(),
             nodes: BTreeMap::from([(NodeId::ROOT, root)]),
+            ready: BTreeSet::from([NodeId::ROOT]),
+            waiters: BTreeMap::new(),
             requests: Vec::new(),
             awaiting: 0,
             interpolators: 0,
@@ -580,21 +594,30 @@ impl Responder {
             node.theirs[first - 1 + offset] = value;
         }
         node.known |= bits(first, first - 1 + item.values.len());
+        self.changed(item.node);
+    }
+
+    /// `id`'s values changed: it and the ranges derived from it may make progress.
+    fn changed(&mut self, id: NodeId) {
+        self.ready.insert(id);
+        if let Some(waiters) = self.waiters.get(&id) {
+            self.ready.extend(waiters.iter().copied());
+        }
     }
 
     /// Derives, decodes and plans until nothing changes; returns the messages to send.
     fn progress(&mut self, live: &PartitionSketch) -> Vec<Message> {
         loop {
             let mut changed = false;
-            let ids: Vec<NodeId> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.status == Status::Active)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                changed |= self.try_derive(id);
-                changed |= self.try_decode(id, live);
+            while let Some(id) = self.ready.pop_first() {
+                if self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|n| n.status == Status::Active)
+                {
+                    changed |= self.try_derive(id);
+                    changed |= self.try_decode(id, live);
+                }
             }
             if !changed && !self.in_flight() && self.nodes.values().any(|n| n.parked) {
                 let parked: Vec<NodeId> = self
@@ -669,6 +692,7 @@ impl Responder {
                 node.theirs[..points].copy_from_slice(&values);
                 node.known |= bits(1, points);
                 node.count = count;
+                self.changed(id);
             }
             None => node.status = Status::Unresolved, // inconsistent counts or a zero value: a faulty peer
         }
@@ -818,13 +842,9 @@ impl Responder {
         let expected = (self.density() * fraction).max(lower_bound + 1.0);
         let needed = points_for(expected);
 
-        // Below a leaf, ranges are cut by rescanning the leaf's elements: extend as far as possible first.
-        let points_max = if id.level as u32 >= LEAF_BITS {
-            LEAF_POINTS
-        } else {
-            PIECE_POINTS_MAX
-        };
-        if needed <= points_max.max(m + 1) && m < LEAF_POINTS {
+        // Extending wastes nothing sent before; below a leaf, splitting also costs a rescan of
+        // the leaf's elements.
+        if needed <= LEAF_POINTS.max(m + 1) && m < LEAF_POINTS {
             return self.extend(id, needed.min(LEAF_POINTS));
         }
         if id.level >= LEVEL_MAX || self.nodes.len() >= NODES_MAX {
@@ -832,7 +852,9 @@ impl Responder {
             return;
         }
         let mut shift = 1;
-        while points_for(expected / (1u64 << shift) as f64) > PIECE_POINTS_MAX && shift < 6 {
+        while points_for(expected / (1u64 << shift) as f64) > PIECE_POINTS
+            && shift < SPLIT_SHIFT_MAX
+        {
             shift += 1;
         }
         if (id.level as u32) < LEAF_BITS {
@@ -907,14 +929,15 @@ impl Responder {
             state.wanted = bits(1, points);
             self.nodes.insert(child, state);
         }
-        // The siblings are consecutive at one level: one item names them all.
-        debug_assert!(others.len() <= wire::REQUEST_SPAN_MAX as usize);
-        self.requests.push(RequestItem {
-            node: others[0],
-            span: others.len() as u16,
-            first: 1,
-            end: (points + 1) as u8,
-        });
+        // The siblings are consecutive at one level: one item names up to REQUEST_SPAN_MAX.
+        for run in others.chunks(wire::REQUEST_SPAN_MAX as usize) {
+            self.requests.push(RequestItem {
+                node: run[0],
+                span: run.len() as u16,
+                first: 1,
+                end: (points + 1) as u8,
+            });
+        }
         let mut state = NodeState::new();
         if derivable {
             state.derive = Some(Derivation {
@@ -922,6 +945,9 @@ impl Responder {
                 siblings: others.to_vec(),
                 points: derived_points,
             });
+            for &source in std::iter::once(&id).chain(others) {
+                self.waiters.entry(source).or_default().push(*last);
+            }
         }
         if points > derived_points {
             state.wanted = bits(derived_points + 1, points);

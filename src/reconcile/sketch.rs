@@ -17,11 +17,11 @@ use super::field;
 use super::kernel::Kernel;
 
 /// Bits of the position that choose a leaf.
-pub const LEAF_BITS: u32 = 7;
+pub const LEAF_BITS: u32 = 8;
 /// Leaves per partition.
 pub const LEAF_COUNT: usize = 1 << LEAF_BITS;
 /// Sample points kept per leaf: the most points any single range can be sent with.
-pub const LEAF_POINTS: usize = 128;
+pub const LEAF_POINTS: usize = 64;
 
 /// The sample points `1..=LEAF_POINTS`.
 pub fn sample_points() -> &'static [u64; LEAF_POINTS] {
@@ -373,7 +373,7 @@ mod tests {
             present.retain(|x| !elements[..removed].contains(x));
             prop_assert_eq!(sketch.len(), present.len() as u64);
             let snapshot = sketch.snapshot();
-            for point in [1usize, 2, 77, LEAF_POINTS] {
+            for point in [1usize, 2, LEAF_POINTS / 2 + 1, LEAF_POINTS] {
                 let mut value = [1];
                 let count = snapshot.range_values(0..LEAF_COUNT, point, &mut value);
                 prop_assert_eq!(count, present.len() as u64);

@@ -722,7 +722,7 @@ mod tests {
             (
                 any::<u64>(),
                 any::<u32>(),
-                proptest::collection::vec((node(), 1u8..=128), 0..100)
+                proptest::collection::vec((node(), 1u8..=LEAF_POINTS as u8), 0..100)
             )
                 .prop_map(|(session, partition, items)| Message::Request {
                     session,
@@ -742,7 +742,7 @@ mod tests {
                 any::<u32>(),
                 node(),
                 any::<u32>().prop_map(u64::from),
-                values(100)
+                values(LEAF_POINTS - 2)
             )
                 .prop_map(|(session, partition, node, count, values)| {
                     Message::Sketches {

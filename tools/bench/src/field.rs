@@ -2,11 +2,20 @@
 //!
 //! For each kernel this CPU can run it reports (a) the raw kernel: ns per element multiplied
 //! into one 128-point vector in batches, and mulmods per second; (b) `PartitionSketch::
-//! insert_batch` end to end (element-set bookkeeping, counting sort by leaf, kernel per leaf).
+//! insert_batch` end to end (element-set bookkeeping, counting sort by leaf, kernel per leaf),
+//! whose leaves keep [`LEAF_POINTS`] points.
 
 use starling::reconcile::kernel::Kernel;
-use starling::reconcile::sketch::{LEAF_POINTS, sample_points};
+use starling::reconcile::sketch::LEAF_POINTS;
 use starling::reconcile::{PartitionSketch, element_from_hash};
+
+/// Points of the kernel measurement (the m).
+const M: usize = 128;
+
+/// The sample points `1..=M`.
+fn points() -> Vec<u64> {
+    (1..=M as u64).collect()
+}
 
 /// Options of the `field` suite.
 #[derive(clap::Args)]
@@ -47,7 +56,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
         println!(
             "{:<8} {:>5} {:>16} {:>16} {:>22}",
-            "kernel", "m", "ns/insert(kern)", "mulmod/s", "ns/insert(partition)"
+            "kernel",
+            "m",
+            "ns/insert(kern)",
+            "mulmod/s",
+            format!("ns/insert(part. m={LEAF_POINTS})")
         );
     }
     let elements: Vec<u64> = (0..args.elements as u64)
@@ -57,20 +70,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for kernel in Kernel::available() {
         let kernel_ns = time_kernel(kernel, &elements, args.batch);
         let partition_ns = time_partition(kernel, &elements);
-        let mulmods_per_second = LEAF_POINTS as f64 * 1e9 / kernel_ns;
+        let mulmods_per_second = M as f64 * 1e9 / kernel_ns;
         let speedup = scalar_ns.get_or_insert(kernel_ns).to_owned() / kernel_ns;
         if args.json {
             let line = serde_json::json!({
-                "suite": "field", "kernel": kernel.name(), "m": LEAF_POINTS, "ns_per_insert": round2(kernel_ns),
+                "suite": "field", "kernel": kernel.name(), "m": M, "ns_per_insert": round2(kernel_ns),
                 "mulmod_per_sec": mulmods_per_second, "batch": args.batch,
-                "partition_ns_per_insert": round2(partition_ns), "speedup_vs_scalar": round2(speedup), "cpu": cpu,
+                "partition_ns_per_insert": round2(partition_ns), "partition_m": LEAF_POINTS, "speedup_vs_scalar": round2(speedup), "cpu": cpu,
             });
             println!("{line}");
         } else {
             println!(
                 "{:<8} {:>5} {:>16.1} {:>16.3e} {:>22.1}   ({speedup:.2}× scalar)",
                 kernel.name(),
-                LEAF_POINTS,
+                M,
                 kernel_ns,
                 mulmods_per_second,
                 partition_ns
@@ -82,14 +95,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// ns per element multiplied into one m-point vector, batch by batch.
 fn time_kernel(kernel: Kernel, elements: &[u64], batch: usize) -> f64 {
-    let mut values = vec![1u64; LEAF_POINTS];
+    let mut values = vec![1u64; M];
+    let points = points();
     let warm = elements.len().min(batch * 64);
     for chunk in elements[..warm].chunks(batch) {
-        kernel.multiply_linear_factors(&mut values, sample_points(), chunk);
+        kernel.multiply_linear_factors(&mut values, &points, chunk);
     }
     let start = thread_cpu_time();
     for chunk in elements.chunks(batch) {
-        kernel.multiply_linear_factors(&mut values, sample_points(), chunk);
+        kernel.multiply_linear_factors(&mut values, &points, chunk);
     }
     let ns = (thread_cpu_time() - start).as_nanos() as f64 / elements.len() as f64;
     std::hint::black_box(&values);
