@@ -1320,9 +1320,51 @@ mod tests {
 
     #[test]
     fn large_difference_splits_below_leaves() {
-        // ~140 differences per leaf: leaves fail at full capacity and are cut by rescanning.
+        // ~70 differences per leaf: leaves fail at full capacity and are cut by rescanning.
         let (a, b) = sets(2_000, 9_000, 9_000, 5);
         check(&a, &b, &reconcile(&a, &b, 0.0, 0.0, 5));
+    }
+
+    #[test]
+    fn a_split_wider_than_one_request_item_names_every_sibling_once() {
+        let (a, b) = sets(2_000, 0, 0, 13);
+        let (sketch_a, sketch_b) = (sketch_of(&a), sketch_of(&b));
+        let (_, open) = Initiator::start(5, 0, &sketch_a);
+        let (mut responder, _) = Responder::accept(&open[0], &sketch_b).expect("an Open");
+        assert!(responder.requests.is_empty());
+        // White box: cut the (decoded) root straight into its 2^LEAF_BITS leaves.
+        responder.split(NodeId::ROOT, LEAF_BITS, 10);
+        let mut next = 0;
+        for item in &responder.requests {
+            assert_eq!((item.node.level as u32, item.node.index), (LEAF_BITS, next));
+            assert!(item.span >= 1 && item.span <= wire::REQUEST_SPAN_MAX);
+            assert_eq!((item.first, item.end), (1, 11));
+            next += u64::from(item.span);
+        }
+        assert!(
+            responder.requests.len() > 1,
+            "one item cannot name 255 siblings"
+        );
+        // Every sibling but the last is asked for once; the last is derived by division.
+        assert_eq!(next, (1 << LEAF_BITS) - 1);
+        let last = NodeId {
+            level: LEAF_BITS as u8,
+            index: next,
+        };
+        assert!(responder.nodes[&last].derive.is_some());
+        let waited_on = responder
+            .waiters
+            .values()
+            .filter(|w| w.contains(&last))
+            .count();
+        assert_eq!(
+            waited_on,
+            1 << LEAF_BITS,
+            "the parent and all 255 siblings wake it"
+        );
+        for message in responder.request_messages(responder.requests.clone()) {
+            assert_eq!(Message::decode(&message.encode()), Ok(message));
+        }
     }
 
     proptest::proptest! {
