@@ -64,7 +64,7 @@ const PROBE_LEVELS: u32 = 3;
 /// Bound on ranges tracked by one responder session.
 const NODES_MAX: usize = 1 << 16;
 
-/// Ranges that keep their interpolation between attempts (each up to ~4 KiB at 64 points):
+/// Ranges that keep their interpolation between attempts (each up to ~4 KiB at 64 points, plus its ratios):
 /// bounds a session's memory whatever the peer sends.
 const INTERPOLATORS_MAX: usize = 1024;
 
@@ -391,6 +391,8 @@ struct NodeState {
     probe_end: bool,
     /// The interpolation of the points tried so far, continued when the range is extended.
     interpolator: Option<Box<decode::Interpolator>>,
+    /// Their values over ours at the points tried so far, kept with `interpolator`.
+    ratios: Vec<u64>,
 }
 
 impl NodeState {
@@ -406,6 +408,7 @@ impl NodeState {
             parked: false,
             probe_end: false,
             interpolator: None,
+            ratios: Vec::new(),
         }
     }
 
@@ -713,21 +716,30 @@ impl Responder {
         {
             return false;
         }
-        let (count_ours, ours) = local_values(id, 1, m, &self.snapshot, live);
-        let theirs = &node.theirs[..m];
-        let delta = count_theirs as i128 - count_ours as i128;
-        let solved = if delta == 0 && theirs == ours.as_slice() {
-            Some(decode::Difference::default())
+        // The ratios of points already tried are kept with the interpolation, so an extension
+        // computes only its new points. Only down to a leaf: those values come from the
+        // snapshot and never change, while finer ranges are recomputed from the live set.
+        let done = if id.level as u32 <= LEAF_BITS && node.interpolator.is_some() {
+            node.ratios.len()
         } else {
-            let mut inverses = ours;
-            field::batch_invert(&mut inverses);
-            let ratios: Vec<u64> = theirs
+            0
+        };
+        let (count_ours, mut inverses) = local_values(id, done + 1, m - done, &self.snapshot, live);
+        field::batch_invert(&mut inverses);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let mut ratios = std::mem::take(&mut node.ratios);
+        ratios.truncate(done);
+        ratios.extend(
+            node.theirs[done..m]
                 .iter()
                 .zip(&inverses)
-                .map(|(&t, &i)| field::mul(t, i))
-                .collect();
+                .map(|(&t, &i)| field::mul(t, i)),
+        );
+        let delta = count_theirs as i128 - count_ours as i128;
+        let solved = if delta == 0 && ratios.iter().all(|&ratio| ratio == 1) {
+            Some(decode::Difference::default())
+        } else {
             let delta = i64::try_from(delta).unwrap_or(i64::MAX);
-            let node = self.nodes.get_mut(&id).expect("node exists");
             let kept = node.interpolator.take();
             self.interpolators -= usize::from(kept.is_some());
             let mut interpolator = match kept {
@@ -737,7 +749,9 @@ impl Responder {
             let decoded = decode::decode_with(&mut interpolator, &ratios);
             // Kept for an extension (a few KiB each, so the number kept is bounded).
             if decoded.is_err() && self.interpolators < INTERPOLATORS_MAX {
-                self.nodes.get_mut(&id).expect("node exists").interpolator = Some(interpolator);
+                let node = self.nodes.get_mut(&id).expect("node exists");
+                node.interpolator = Some(interpolator);
+                node.ratios = ratios;
                 self.interpolators += 1;
             }
             decoded
@@ -909,6 +923,7 @@ impl Responder {
     fn split(&mut self, id: NodeId, shift: u32, points: usize) {
         if let Some(node) = self.nodes.get_mut(&id) {
             self.interpolators -= usize::from(node.interpolator.take().is_some());
+            node.ratios = Vec::new();
         }
         let known = self.nodes[&id]
             .prefix()
