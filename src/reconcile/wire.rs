@@ -17,7 +17,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// MTU path.
 pub const MESSAGE_BYTES_MAX: usize = 1326;
 
-/// Deepest range level: leaves are level 7, below that ranges are cut from a leaf's elements.
+/// Deepest range level: leaves are level 8 (`LEAF_BITS`), below that ranges are cut from a
+/// leaf's elements.
 pub const LEVEL_MAX: u8 = 19;
 
 const MAGIC: [u8; 2] = *b"SR";
