@@ -64,8 +64,8 @@ const PROBE_LEVELS: u32 = 3;
 /// Bound on ranges tracked by one responder session.
 const NODES_MAX: usize = 1 << 16;
 
-/// Ranges that keep their interpolation between attempts (each up to ~4 KiB at 64 points, plus its ratios):
-/// bounds a session's memory whatever the peer sends.
+/// Ranges that keep their interpolation between attempts (each up to ~4 KiB at 64 points,
+/// plus 512 B of ratios): bounds a session's memory whatever the peer sends.
 const INTERPOLATORS_MAX: usize = 1024;
 
 /// Decoded differences needed before their density is trusted over failure lower bounds.
@@ -391,7 +391,8 @@ struct NodeState {
     probe_end: bool,
     /// The interpolation of the points tried so far, continued when the range is extended.
     interpolator: Option<Box<decode::Interpolator>>,
-    /// Their values over ours at the points tried so far, kept with `interpolator`.
+    /// Their values over ours at the points tried so far, kept with `interpolator` for ranges
+    /// down to a leaf (empty otherwise).
     ratios: Vec<u64>,
 }
 
@@ -716,19 +717,13 @@ impl Responder {
         {
             return false;
         }
-        // The ratios of points already tried are kept with the interpolation, so an extension
-        // computes only its new points. Only down to a leaf: those values come from the
-        // snapshot and never change, while finer ranges are recomputed from the live set.
-        let done = if id.level as u32 <= LEAF_BITS && node.interpolator.is_some() {
-            node.ratios.len()
-        } else {
-            0
-        };
+        // An extension computes only its new points: the ratios of the points already tried
+        // are kept with the interpolation (see below).
+        let done = node.ratios.len();
         let (count_ours, mut inverses) = local_values(id, done + 1, m - done, &self.snapshot, live);
         field::batch_invert(&mut inverses);
         let node = self.nodes.get_mut(&id).expect("node exists");
         let mut ratios = std::mem::take(&mut node.ratios);
-        ratios.truncate(done);
         ratios.extend(
             node.theirs[done..m]
                 .iter()
@@ -751,7 +746,11 @@ impl Responder {
             if decoded.is_err() && self.interpolators < INTERPOLATORS_MAX {
                 let node = self.nodes.get_mut(&id).expect("node exists");
                 node.interpolator = Some(interpolator);
-                node.ratios = ratios;
+                // Only down to a leaf: those values come from the snapshot and never change,
+                // while finer ranges are recomputed from the live set on every attempt.
+                if id.level as u32 <= LEAF_BITS {
+                    node.ratios = ratios;
+                }
                 self.interpolators += 1;
             }
             decoded
@@ -1220,6 +1219,16 @@ mod tests {
         }
     }
 
+    /// The initiator's `Open` for set `a` (session 5, partition 0) and the responder that
+    /// accepted it with set `b`, plus `b`'s sketch.
+    fn accepted(a: &[u64], b: &[u64]) -> (Message, Responder, PartitionSketch) {
+        let sketch_b = sketch_of(b);
+        let (_, mut open) = Initiator::start(5, 0, &sketch_of(a));
+        let open = open.remove(0);
+        let (responder, _) = Responder::accept(&open, &sketch_b).expect("an Open");
+        (open, responder, sketch_b)
+    }
+
     fn sketch_of(elements: &[u64]) -> PartitionSketch {
         let mut sketch = PartitionSketch::new();
         sketch.insert_batch(elements);
@@ -1343,9 +1352,7 @@ mod tests {
     #[test]
     fn a_split_wider_than_one_request_item_names_every_sibling_once() {
         let (a, b) = sets(2_000, 0, 0, 13);
-        let (sketch_a, sketch_b) = (sketch_of(&a), sketch_of(&b));
-        let (_, open) = Initiator::start(5, 0, &sketch_a);
-        let (mut responder, _) = Responder::accept(&open[0], &sketch_b).expect("an Open");
+        let (_, mut responder, _) = accepted(&a, &b);
         assert!(responder.requests.is_empty());
         // White box: cut the (decoded) root straight into its 2^LEAF_BITS leaves.
         responder.split(NodeId::ROOT, LEAF_BITS, 10);
@@ -1444,10 +1451,8 @@ mod tests {
     #[test]
     fn a_repeated_point_with_another_value_is_a_contradiction() {
         let (a, b) = sets(1_000, 40, 0, 12);
-        let (sketch_a, sketch_b) = (sketch_of(&a), sketch_of(&b));
-        let (_, open) = Initiator::start(5, 0, &sketch_a);
-        let (mut responder, _) = Responder::accept(&open[0], &sketch_b).expect("an Open");
-        let Message::Open { count, values, .. } = &open[0] else {
+        let (open, mut responder, sketch_b) = accepted(&a, &b);
+        let Message::Open { count, values, .. } = &open else {
             unreachable!("start sends an Open")
         };
         let mut changed = values.clone();
