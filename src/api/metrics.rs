@@ -17,6 +17,83 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 ];
 const BUCKET_COUNT: usize = LATENCY_BUCKETS_US.len() + 1;
 
+/// Upper bounds of the buckets of [`LatencySample`] and [`AtomicHistogram`] in microseconds
+/// (finer than [`LATENCY_BUCKETS_US`] at the low end: a fdatasync or a hop between shards
+/// takes tens to hundreds of microseconds).
+pub use starling_storage::LATENCY_BOUNDS_US as FINE_BUCKETS_US;
+
+/// A latency distribution at scrape time: non-cumulative counts per bucket of
+/// [`FINE_BUCKETS_US`] (the last one unbounded) and the sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LatencySample {
+    /// Count per bucket.
+    pub buckets: Vec<u64>,
+    /// Sum in microseconds.
+    pub sum_us: u64,
+}
+
+impl LatencySample {
+    /// Latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Mean in microseconds (0 when empty).
+    pub fn mean_us(&self) -> u64 {
+        self.sum_us.checked_div(self.count()).unwrap_or(0)
+    }
+
+    /// Adds another sample (e.g. another shard's) bucket by bucket.
+    pub fn merge(&mut self, other: &LatencySample) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.sum_us += other.sum_us;
+    }
+}
+
+impl From<&starling_storage::LatencyHistogram> for LatencySample {
+    fn from(histogram: &starling_storage::LatencyHistogram) -> Self {
+        LatencySample {
+            buckets: histogram.buckets.to_vec(),
+            sum_us: histogram.sum_us,
+        }
+    }
+}
+
+/// A latency histogram over [`FINE_BUCKETS_US`] that one shard writes (relaxed atomics) and
+/// the admin port reads.
+#[derive(Default)]
+pub struct AtomicHistogram {
+    buckets: [AtomicU64; FINE_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = FINE_BUCKETS_US.partition_point(|&bound| bound < micros);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn sample(&self) -> LatencySample {
+        LatencySample {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Per-command counters of one shard.
 #[derive(Default)]
 pub struct CommandMetrics {
@@ -53,6 +130,9 @@ pub struct ShardMetrics {
     pub ops_forwarded: AtomicU64,
     /// Key-level operations executed for other shards.
     pub ops_served_remote: AtomicU64,
+    /// Round trips of requests forwarded to other shards: from the send to the answer's
+    /// arrival (the hop there, the owner's work, e.g. its group commit, and the hop back).
+    pub forward_latency: AtomicHistogram,
 }
 
 impl ShardMetrics {
@@ -142,6 +222,10 @@ pub struct StorageSample {
     pub compactions: u64,
     /// Per level: (files, bytes).
     pub levels: Vec<(u64, u64)>,
+    /// WAL group writes, submission to completion.
+    pub wal_write_latency: LatencySample,
+    /// WAL fdatasyncs, submission to completion.
+    pub wal_sync_latency: LatencySample,
 }
 
 fn metric_header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -154,7 +238,58 @@ pub fn render_prometheus(metrics: &NodeMetrics, storage: &[StorageSample]) -> St
     render_commands(&mut out, metrics);
     render_connections(&mut out, metrics);
     render_storage(&mut out, storage);
+    render_latencies(&mut out, metrics, storage);
     out
+}
+
+/// The fine-grained histograms: WAL writes and syncs per shard, forwarded round trips.
+fn render_latencies(out: &mut String, metrics: &NodeMetrics, storage: &[StorageSample]) {
+    let families: [(&str, &str, Vec<LatencySample>); 3] = [
+        (
+            "starling_storage_wal_write_seconds",
+            "WAL group writes (O_DIRECT), submission to completion as the WAL writer sees it.",
+            storage
+                .iter()
+                .map(|s| s.wal_write_latency.clone())
+                .collect(),
+        ),
+        (
+            "starling_storage_wal_sync_seconds",
+            "WAL fdatasyncs, submission to completion as the WAL writer sees it.",
+            storage.iter().map(|s| s.wal_sync_latency.clone()).collect(),
+        ),
+        (
+            "starling_forward_seconds",
+            "Requests forwarded to another shard: send to the answer's arrival.",
+            metrics
+                .shards
+                .iter()
+                .map(|s| s.forward_latency.sample())
+                .collect(),
+        ),
+    ];
+    for (name, help, samples) in families {
+        metric_header(out, name, "histogram", help);
+        for (shard, sample) in samples.iter().enumerate() {
+            let mut cumulative = 0;
+            for (i, count) in sample.buckets.iter().enumerate() {
+                cumulative += count;
+                let bound = FINE_BUCKETS_US
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{shard=\"{shard}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_sum{{shard=\"{shard}\"}} {}",
+                sample.sum_us as f64 / 1e6
+            );
+            let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
+        }
+    }
 }
 
 fn render_commands(out: &mut String, metrics: &NodeMetrics) {
@@ -439,10 +574,20 @@ mod tests {
         metrics.shards[1].record(CommandKind::Get, Duration::from_micros(90), false);
         metrics.shards[1].record(CommandKind::Get, Duration::from_millis(3), false);
         metrics.shards[1].record(CommandKind::Get, Duration::from_secs(5), true);
+        metrics.shards[0]
+            .forward_latency
+            .record(Duration::from_micros(25));
+        metrics.shards[0]
+            .forward_latency
+            .record(Duration::from_micros(400));
+        let mut syncs = starling_storage::LatencyHistogram::default();
+        syncs.record(Duration::from_micros(900));
+        syncs.record(Duration::from_secs(2));
         let storage = vec![StorageSample {
             live_keys: 7,
             write_amplification: 1.5,
             levels: vec![(2, 100)],
+            wal_sync_latency: (&syncs).into(),
             ..StorageSample::default()
         }];
         let text = render_prometheus(&metrics, &storage);
@@ -463,6 +608,21 @@ mod tests {
         assert!(text.contains("starling_storage_live_keys{shard=\"0\"} 7"));
         assert!(text.contains("starling_storage_write_amplification{shard=\"0\"} 1.5"));
         assert!(text.contains("starling_storage_level_files{shard=\"0\",level=\"0\"} 2"));
+        for needle in [
+            "starling_forward_seconds_bucket{shard=\"0\",le=\"0.000025\"} 1",
+            "starling_forward_seconds_bucket{shard=\"0\",le=\"0.00025\"} 1",
+            "starling_forward_seconds_bucket{shard=\"0\",le=\"0.0005\"} 2",
+            "starling_forward_seconds_count{shard=\"0\"} 2",
+            "starling_forward_seconds_sum{shard=\"0\"} 0.000425",
+            "starling_forward_seconds_count{shard=\"1\"} 0",
+            "starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"0.0005\"} 0",
+            "starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"0.001\"} 1",
+            "starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"1\"} 1",
+            "starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2",
+            "starling_storage_wal_write_seconds_count{shard=\"0\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
         assert!(
             !text.contains("command=\"set\""),
             "unused commands are left out"

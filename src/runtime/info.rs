@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use crate::api::metrics::StorageSample;
+use crate::api::metrics::{LatencySample, StorageSample};
 use crate::api::resp;
 use crate::runtime::keyspace::storage_samples;
 use crate::runtime::shard::Shard;
@@ -116,6 +116,20 @@ fn render_section(shard: &Shard, section: &str, samples: &[StorageSample], text:
             field("memtable_bytes", &total(|s| s.memtable_bytes));
             field("syncs", &total(|s| s.syncs));
             field("writes_synced", &total(|s| s.writes_synced));
+            let merged = |f: fn(&StorageSample) -> &LatencySample| {
+                samples.iter().fold(LatencySample::default(), |mut all, s| {
+                    all.merge(f(s));
+                    all
+                })
+            };
+            field(
+                "wal_write_avg_us",
+                &merged(|s| &s.wal_write_latency).mean_us(),
+            );
+            field(
+                "wal_sync_avg_us",
+                &merged(|s| &s.wal_sync_latency).mean_us(),
+            );
             field("duplicates_skipped", &total(|s| s.duplicates_skipped));
             field("flushes", &total(|s| s.flushes));
             field("compactions", &total(|s| s.compactions));

@@ -207,7 +207,11 @@ impl Shard {
         let senders = self.senders.as_ref()?;
         let id = self.next_request_id.get();
         self.next_request_id.set(id + 1);
-        let slot = Rc::new(ReplySlot::default());
+        let slot = Rc::new(ReplySlot {
+            results: RefCell::default(),
+            waker: RefCell::default(),
+            sent: Instant::now(),
+        });
         self.pending.borrow_mut().insert(id, slot.clone());
         self.shard_metrics()
             .ops_forwarded
@@ -273,7 +277,12 @@ impl Shard {
             Message::Response { id, results } => {
                 let slot = self.pending.borrow_mut().remove(&id);
                 match slot {
-                    Some(slot) => slot.complete(results),
+                    Some(slot) => {
+                        self.shard_metrics()
+                            .forward_latency
+                            .record(slot.sent.elapsed());
+                        slot.complete(results);
+                    }
                     None => {
                         tracing::error!(shard = self.index, id, "response for an unknown request");
                     }
@@ -469,6 +478,8 @@ fn sample(stats: &Stats, live_keys: u64) -> StorageSample {
             .iter()
             .map(|l| (l.files as u64, l.bytes))
             .collect(),
+        wal_write_latency: (&stats.wal_write_latency).into(),
+        wal_sync_latency: (&stats.wal_sync_latency).into(),
     }
 }
 
@@ -525,10 +536,11 @@ impl WriteGroup {
 }
 
 /// Where a forwarded request's answer lands (single-threaded: shard-local only).
-#[derive(Default)]
 struct ReplySlot {
     results: RefCell<Option<Vec<OpResult>>>,
     waker: RefCell<Option<Waker>>,
+    /// When the request left (for the forward round-trip histogram).
+    sent: Instant,
 }
 
 impl ReplySlot {

@@ -1,7 +1,9 @@
 //! Engine counters shared by the foreground and the background tasks (plain `Cell`s: one
 //! executor thread).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+
+use crate::types::LatencyHistogram;
 
 /// Monotonic counters behind `Stats`.
 #[derive(Debug, Default)]
@@ -26,6 +28,10 @@ pub struct Counters {
     pub compactions: Cell<u64>,
     /// Flushes finished.
     pub flushes: Cell<u64>,
+    /// WAL group writes, submission to completion.
+    pub wal_write_latency: RefCell<LatencyHistogram>,
+    /// WAL fdatasyncs, submission to completion.
+    pub wal_sync_latency: RefCell<LatencyHistogram>,
 }
 
 /// Adds `delta` to a counter.

@@ -678,6 +678,8 @@ impl Engine {
             table_mapped_releases: inner.residency.releases(),
             syncs: counters.syncs.get(),
             writes_synced: counters.writes_synced.get(),
+            wal_write_latency: counters.wal_write_latency.borrow().clone(),
+            wal_sync_latency: counters.wal_sync_latency.borrow().clone(),
             duplicates_skipped: counters.duplicates_skipped.get(),
             wal_tail_records_dropped: counters.wal_tail_records_dropped.get(),
             live_keys: inner.live_keys.get(),

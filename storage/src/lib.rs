@@ -31,5 +31,6 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use types::{
     Applied, BATCH_BYTES_HARD_MAX, BATCH_ENTRIES_HARD_MAX, Condition, Durability, Entry,
-    KEY_BYTES_HARD_MAX, LevelStats, Limits, Options, Stats, VALUE_BYTES_HARD_MAX, Version,
+    KEY_BYTES_HARD_MAX, LATENCY_BOUNDS_US, LatencyHistogram, LevelStats, Limits, Options, Stats,
+    VALUE_BYTES_HARD_MAX, Version,
 };

@@ -251,6 +251,37 @@ pub struct LevelStats {
     pub bytes: u64,
 }
 
+/// Upper bounds of the [`LatencyHistogram`] buckets in microseconds (a last, unbounded bucket
+/// follows): from a cache-flush on a fast NVMe device to a stalled disk.
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A latency distribution: counts per bucket of [`LATENCY_BOUNDS_US`] (not cumulative; the last
+/// bucket is everything slower) and the sum, like a Prometheus histogram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Count per bucket; index `LATENCY_BOUNDS_US.len()` is the unbounded one.
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    /// Sum of all recorded latencies in microseconds.
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&mut self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.buckets[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 /// Engine counters.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -278,6 +309,12 @@ pub struct Stats {
     pub syncs: u64,
     /// Batches made durable by those syncs (`writes_synced / syncs` = group commit factor).
     pub writes_synced: u64,
+    /// Time of each WAL group's `O_DIRECT` write, from submission to completion as the writer
+    /// task sees it (device time plus the wait for the executor to reap it).
+    pub wal_write_latency: LatencyHistogram,
+    /// Time of each WAL fdatasync, measured the same way (the `etcd_disk_wal_fsync_duration`
+    /// of this engine).
+    pub wal_sync_latency: LatencyHistogram,
     /// Entries not written because their version was not newer.
     pub duplicates_skipped: u64,
     /// Torn WAL tail records dropped at recovery.
@@ -288,4 +325,28 @@ pub struct Stats {
     pub compactions: u64,
     /// Memtable flushes run.
     pub flushes: u64,
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_whose_bound_is_not_below_them() {
+        let mut histogram = LatencyHistogram::default();
+        for micros in [0, 25, 26, 1_000, 1_000_001] {
+            histogram.record(Duration::from_micros(micros));
+        }
+        histogram.record(Duration::MAX);
+        let last = LATENCY_BOUNDS_US.len();
+        let mut expected = [0u64; LATENCY_BOUNDS_US.len() + 1];
+        expected[0] = 2; // 0 and 25 (bounds are inclusive)
+        expected[1] = 1; // 26
+        expected[5] = 1; // 1,000
+        expected[last] = 2; // above the largest bound, and Duration::MAX
+        assert_eq!(histogram.buckets, expected);
+        assert_eq!(histogram.count(), 6);
+        assert_eq!(histogram.sum_us, u64::MAX, "the sum saturates");
+    }
 }

@@ -74,6 +74,9 @@ fn admin_endpoints_and_status_command() {
         "starling_connections{shard=\"0\"}",
         "starling_storage_bytes_written_wal_total{shard=\"1\"}",
         "starling_storage_write_amplification{shard=\"0\"}",
+        "starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"0.000025\"}",
+        "starling_storage_wal_write_seconds_count{shard=\"1\"}",
+        "starling_forward_seconds_bucket{shard=\"1\",le=\"+Inf\"}",
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }

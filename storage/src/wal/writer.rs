@@ -33,6 +33,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -527,7 +528,13 @@ impl WalWriter {
             bytes.extend_from_slice(&chunk.bytes);
         }
         if !bytes.is_empty() {
-            match self.segment.write(&bytes).await {
+            let started = Instant::now();
+            let written = self.segment.write(&bytes).await;
+            self.counters
+                .wal_write_latency
+                .borrow_mut()
+                .record(started.elapsed());
+            match written {
                 Ok(physical) => add(&self.counters.bytes_written_wal, physical),
                 Err(e) => {
                     // Settle the syncs in flight first: a failure must not mark a ticket done
@@ -565,7 +572,13 @@ impl WalWriter {
         if self.shared.queue.borrow().sync_error.is_some() {
             return Err(self.fail_unsynced_then(roll).await);
         }
-        if let Err(e) = self.segment.sync().await {
+        let started = Instant::now();
+        let synced = self.segment.sync().await;
+        self.counters
+            .wal_sync_latency
+            .borrow_mut()
+            .record(started.elapsed());
+        if let Err(e) = synced {
             self.shared.queue.borrow_mut().sync_error = Some(e.duplicate());
             self.fail_unsynced_then(roll).await;
             return Err(e);
@@ -611,10 +624,15 @@ impl WalWriter {
         let counters = Rc::clone(&self.counters);
         shared.queue.borrow_mut().syncs_in_flight += 1;
         glommio::spawn_local(async move {
+            let started = Instant::now();
             let result = file
                 .fdatasync()
                 .await
                 .map_err(|e| Error::glommio(format!("syncing WAL {}", path.display()), e));
+            counters
+                .wal_sync_latency
+                .borrow_mut()
+                .record(started.elapsed());
             {
                 let mut queue = shared.queue.borrow_mut();
                 queue.syncs_in_flight -= 1;
