@@ -77,6 +77,97 @@ struct Spread {
     rps_max: f64,
 }
 
+/// What the node's own metrics said about its WAL after one run (all shards summed): the
+/// group writes and fdatasyncs a durable SET waits for. GET writes nothing, so these are the
+/// SET test's.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+struct WalStats {
+    suite: &'static str,
+    target: &'static str,
+    test: &'static str,
+    /// fdatasyncs of the WAL.
+    syncs: u64,
+    /// SET batches (one per connection read and shard) made durable per fdatasync.
+    batches_per_sync: f64,
+    /// Mean fdatasync time, submission to completion.
+    sync_mean_ms: f64,
+    /// Upper bound of the histogram bucket holding the median fdatasync.
+    sync_p50_ms: f64,
+    /// Upper bound of the bucket holding the 99th percentile.
+    sync_p99_ms: f64,
+    /// Mean time of one group's `O_DIRECT` write.
+    write_mean_ms: f64,
+}
+
+/// Reads [`WalStats`] from a `/metrics` page.
+fn wal_stats(metrics: &str) -> anyhow::Result<WalStats> {
+    let total = |name: &str| samples(metrics, name).map(|(_, v)| v).sum::<f64>();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for (labels, count) in samples(metrics, "starling_storage_wal_sync_seconds_bucket") {
+        let bound = labels
+            .split_once("le=\"")
+            .and_then(|(_, rest)| rest.strip_suffix('"'))
+            .map(|le| {
+                if le == "+Inf" {
+                    Ok(f64::INFINITY)
+                } else {
+                    le.parse()
+                }
+            })
+            .context("a bucket without le")??;
+        match buckets.iter_mut().find(|(b, _)| *b == bound) {
+            Some((_, sum)) => *sum += count,
+            None => buckets.push((bound, count)),
+        }
+    }
+    buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let syncs = total("starling_storage_wal_sync_seconds_count");
+    ensure!(syncs > 0.0, "the node timed no WAL fdatasync");
+    let quantile = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, cumulative)| *cumulative >= q * syncs)
+            .map_or(f64::NAN, |(bound, _)| bound * 1e3)
+    };
+    let writes = total("starling_storage_wal_write_seconds_count");
+    Ok(WalStats {
+        suite: "node",
+        target: "starling",
+        test: "WAL",
+        syncs: syncs as u64,
+        batches_per_sync: total("starling_storage_writes_synced_total")
+            / total("starling_storage_syncs_total").max(1.0),
+        sync_mean_ms: total("starling_storage_wal_sync_seconds_sum") / syncs * 1e3,
+        sync_p50_ms: quantile(0.5),
+        sync_p99_ms: quantile(0.99),
+        write_mean_ms: total("starling_storage_wal_write_seconds_sum") / writes.max(1.0) * 1e3,
+    })
+}
+
+/// The samples of metric `name` in a `/metrics` page: (labels, value) per label set.
+fn samples<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    metrics.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (labels, value) = rest.split_once("} ")?;
+        Some((labels, value.trim().parse::<f64>().ok()?))
+    })
+}
+
+/// Field-wise medians of the rounds' [`WalStats`].
+fn summarize_wal(rounds: &[WalStats]) -> Option<WalStats> {
+    let first = rounds.first()?;
+    let figure = |pick: fn(&WalStats) -> f64| median(rounds.iter().map(pick).collect());
+    Some(WalStats {
+        syncs: figure(|w| w.syncs as f64) as u64,
+        batches_per_sync: figure(|w| w.batches_per_sync),
+        sync_mean_ms: figure(|w| w.sync_mean_ms),
+        sync_p50_ms: figure(|w| w.sync_p50_ms),
+        sync_p99_ms: figure(|w| w.sync_p99_ms),
+        write_mean_ms: figure(|w| w.write_mean_ms),
+        ..first.clone()
+    })
+}
+
 /// Runs the suite.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     require_tool("redis-benchmark")?;
@@ -89,21 +180,44 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("target/bench-node"));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let mut rounds = Vec::new();
+    let mut wal_rounds = Vec::new();
     for _ in 0..args.rounds {
         let work = tempfile::tempdir_in(&work_dir).context("create a run directory")?;
-        let mut round = measure_starling(args, work.path())?;
+        let (mut round, wal) = measure_starling(args, work.path())?;
+        wal_rounds.extend(wal);
         if args.compare.is_some() {
             round.extend(measure_redis(args, work.path())?);
         }
         rounds.push(round);
     }
     let results = summarize(rounds);
+    let wal = summarize_wal(&wal_rounds);
     if args.json {
         for result in &results {
             println!("{}", serde_json::to_string(result)?);
         }
+        if let Some(wal) = &wal {
+            println!("{}", serde_json::to_string(wal)?);
+        }
     } else {
         print_table(args, &results);
+        if let Some(wal) = &wal {
+            println!(
+                "starling WAL during the run (all shards{}): {} fdatasyncs, {:.1} SET batches each; \
+                 fdatasync mean {:.2} ms, p50 ≤ {} ms, p99 ≤ {} ms; group write mean {:.2} ms",
+                if args.rounds > 1 {
+                    ", medians of the rounds"
+                } else {
+                    ""
+                },
+                wal.syncs,
+                wal.batches_per_sync,
+                wal.sync_mean_ms,
+                wal.sync_p50_ms,
+                wal.sync_p99_ms,
+                wal.write_mean_ms
+            );
+        }
     }
     Ok(())
 }
@@ -191,7 +305,12 @@ impl Drop for Server {
     }
 }
 
-fn measure_starling(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>> {
+/// The node's SET and GET figures, and its WAL figures from `/metrics` (`None`, with a warning,
+/// if they could not be read: they explain the figures but are not the measurement).
+fn measure_starling(
+    args: &Args,
+    work: &Path,
+) -> anyhow::Result<(Vec<Measurement>, Option<WalStats>)> {
     let (port, admin_port) = (free_port()?, free_port()?);
     let data = work.join("starling");
     let mut command = Command::new(starling_bin(args)?);
@@ -216,9 +335,16 @@ fn measure_starling(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>
         stopped: false,
     };
     server.wait_ready(port)?;
-    let results = redis_benchmark(args, port, "starling");
+    let results = redis_benchmark(args, port, "starling")?;
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let wal = starling::api::admin::get(admin, "/metrics")
+        .map_err(anyhow::Error::from)
+        .and_then(|(_, page)| wal_stats(&page));
     server.stop();
-    results
+    let wal = wal
+        .inspect_err(|e| eprintln!("warning: no WAL figures from the node's /metrics: {e:#}"))
+        .ok();
+    Ok((results, wal))
 }
 
 fn measure_redis(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>> {
@@ -440,6 +566,44 @@ fn print_table(args: &Args, results: &[Measurement]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_figures_sum_the_shards_histograms() {
+        let page = "\
+# TYPE starling_storage_wal_sync_seconds histogram
+starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"0.00025\"} 10
+starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"0.0005\"} 60
+starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"0.001\"} 99
+starling_storage_wal_sync_seconds_bucket{shard=\"0\",le=\"+Inf\"} 100
+starling_storage_wal_sync_seconds_sum{shard=\"0\"} 0.05
+starling_storage_wal_sync_seconds_count{shard=\"0\"} 100
+starling_storage_wal_sync_seconds_bucket{shard=\"1\",le=\"0.00025\"} 0
+starling_storage_wal_sync_seconds_bucket{shard=\"1\",le=\"0.0005\"} 0
+starling_storage_wal_sync_seconds_bucket{shard=\"1\",le=\"0.001\"} 99
+starling_storage_wal_sync_seconds_bucket{shard=\"1\",le=\"+Inf\"} 100
+starling_storage_wal_sync_seconds_sum{shard=\"1\"} 0.09
+starling_storage_wal_sync_seconds_count{shard=\"1\"} 100
+starling_storage_wal_write_seconds_sum{shard=\"0\"} 0.02
+starling_storage_wal_write_seconds_count{shard=\"0\"} 100
+starling_storage_wal_write_seconds_sum{shard=\"1\"} 0.02
+starling_storage_wal_write_seconds_count{shard=\"1\"} 100
+starling_storage_syncs_total{shard=\"0\"} 100
+starling_storage_syncs_total{shard=\"1\"} 100
+starling_storage_writes_synced_total{shard=\"0\"} 900
+starling_storage_writes_synced_total{shard=\"1\"} 700
+";
+        let wal = wal_stats(page).expect("figures");
+        assert_eq!(wal.syncs, 200);
+        assert_eq!(wal.batches_per_sync, 8.0);
+        assert!((wal.sync_mean_ms - 0.7).abs() < 1e-9, "{wal:?}");
+        // 60 of 200 syncs are ≤ 0.5 ms, 198 ≤ 1 ms: the median and p99 are in the 1 ms bucket.
+        assert_eq!((wal.sync_p50_ms, wal.sync_p99_ms), (1.0, 1.0));
+        assert!((wal.write_mean_ms - 0.2).abs() < 1e-9);
+        assert!(wal_stats("starling_commands_total{shard=\"0\"} 1\n").is_err());
+        let summary = summarize_wal(&[wal.clone(), wal.clone()]).expect("one summary");
+        assert_eq!(summary, wal);
+        assert!(summarize_wal(&[]).is_none());
+    }
 
     #[test]
     fn parses_redis_benchmark_csv() {
