@@ -271,25 +271,38 @@ fn render_latencies(out: &mut String, metrics: &NodeMetrics, storage: &[StorageS
     for (name, help, samples) in families {
         metric_header(out, name, "histogram", help);
         for (shard, sample) in samples.iter().enumerate() {
-            let mut cumulative = 0;
-            for (i, count) in sample.buckets.iter().enumerate() {
-                cumulative += count;
-                let bound = FINE_BUCKETS_US
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{shard=\"{shard}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
+            write_histogram(
                 out,
-                "{name}_sum{{shard=\"{shard}\"}} {}",
-                sample.sum_us as f64 / 1e6
+                name,
+                &format!("shard=\"{shard}\""),
+                &FINE_BUCKETS_US,
+                sample.buckets.iter().copied(),
+                sample.sum_us,
             );
-            let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
         }
     }
+}
+
+/// One label set of a histogram: cumulative `_bucket` lines over `bounds_us` (+Inf last) from
+/// non-cumulative `counts`, then `_sum` (seconds) and `_count`.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds_us: &[u64],
+    counts: impl Iterator<Item = u64>,
+    sum_us: u64,
+) {
+    let mut cumulative = 0;
+    for (i, count) in counts.enumerate() {
+        cumulative += count;
+        let bound = bounds_us
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
 }
 
 fn render_commands(out: &mut String, metrics: &NodeMetrics) {
@@ -326,26 +339,13 @@ fn render_commands(out: &mut String, metrics: &NodeMetrics) {
         "Time from parsing a request batch to its reply.",
     );
     for_each_command(metrics, |shard, name, c| {
-        let labels = format!("shard=\"{shard}\",command=\"{name}\"");
-        let mut cumulative = 0;
-        for (i, bucket) in c.latency_buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let bound = LATENCY_BUCKETS_US
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-            let _ = writeln!(
-                out,
-                "starling_command_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let sum = c.latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
+        write_histogram(
             out,
-            "starling_command_duration_seconds_sum{{{labels}}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "starling_command_duration_seconds_count{{{labels}}} {cumulative}"
+            "starling_command_duration_seconds",
+            &format!("shard=\"{shard}\",command=\"{name}\""),
+            &LATENCY_BUCKETS_US,
+            c.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)),
+            c.latency_us_sum.load(Ordering::Relaxed),
         );
     });
     counter_per_shard(

@@ -1,5 +1,5 @@
-//! Engine counters shared by the foreground and the background tasks (plain `Cell`s: one
-//! executor thread).
+//! Engine counters shared by the foreground and the background tasks (`Cell`s, and `RefCell`s
+//! for the latency histograms, borrowed only between awaits: one executor thread).
 
 use std::cell::{Cell, RefCell};
 
