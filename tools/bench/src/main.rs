@@ -10,6 +10,11 @@ mod storage;
 
 use clap::{Parser, Subcommand};
 
+/// The node's allocator (mimalloc, see `src/main.rs`), so that what the suites time in-process
+/// (storage engine, reconciliation sessions) runs as it does in `starling serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks Starling next to the systems it is measured against.
 #[derive(Parser)]
 #[command(version, about)]
