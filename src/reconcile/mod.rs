@@ -32,8 +32,8 @@
 //!
 //! Measured (`starling-bench reconcile`, 10^6 elements, AMD EPYC Zen 1, 2 cores, AVX2, no
 //! AVX-512, median of 9–21 sessions, thread CPU of both sides): bytes d = 10: 259, 100: 1,972,
-//! 1,000: 12,874, 10,000: 116,602 (11.7 B per difference); CPU d = 1,000: 5.2–5.4 ms,
-//! d = 10,000: 52–54 ms with mimalloc, the node's allocator (were 11.7 and 197 with recursive
+//! 1,000: 12,874, 10,000: 116,602 (11.7 B per difference); CPU d = 1,000: 5.4–5.6 ms,
+//! d = 10,000: 53–54 ms with mimalloc (v2), the node's allocator (were 11.7 and 197 with recursive
 //! Cantor–Zassenhaus and Euclid redone per attempt), about half of it the modular products of
 //! root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar ≈ 650 ns, AVX2
 //! ≈ 58 ns per element (finite differences; 117–131 ns before).
