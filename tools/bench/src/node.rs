@@ -153,6 +153,51 @@ fn samples<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str
     })
 }
 
+/// Starling's rps over Redis's for one test, per round: the two run back to back in a round,
+/// so drift of the machine between rounds (±10 % here) cancels in each ratio.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+struct RoundRatios {
+    suite: &'static str,
+    target: &'static str,
+    test: String,
+    rounds: usize,
+    ratio_median: f64,
+    ratio_min: f64,
+    ratio_max: f64,
+}
+
+/// The per-round ratios of every test measured on both servers.
+fn paired_ratios(rounds: &[Vec<Measurement>]) -> Vec<RoundRatios> {
+    let mut per_test: Vec<(String, Vec<f64>)> = Vec::new();
+    for round in rounds {
+        for starling in round.iter().filter(|m| m.target == "starling") {
+            let Some(redis) = round
+                .iter()
+                .find(|m| m.target == "redis" && m.test == starling.test && m.rps > 0.0)
+            else {
+                continue;
+            };
+            let ratio = starling.rps / redis.rps;
+            match per_test.iter_mut().find(|(test, _)| *test == starling.test) {
+                Some((_, ratios)) => ratios.push(ratio),
+                None => per_test.push((starling.test.clone(), vec![ratio])),
+            }
+        }
+    }
+    per_test
+        .into_iter()
+        .map(|(test, ratios)| RoundRatios {
+            suite: "node",
+            target: "starling/redis",
+            test,
+            rounds: ratios.len(),
+            ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratio_max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ratio_median: median(ratios),
+        })
+        .collect()
+}
+
 /// Field-wise medians of the rounds' [`WalStats`].
 fn summarize_wal(rounds: &[WalStats]) -> Option<WalStats> {
     let first = rounds.first()?;
@@ -190,6 +235,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         rounds.push(round);
     }
+    let ratios = paired_ratios(&rounds);
     let results = summarize(rounds);
     let wal = summarize_wal(&wal_rounds);
     if args.json {
@@ -199,8 +245,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if let Some(wal) = &wal {
             println!("{}", serde_json::to_string(wal)?);
         }
+        for ratio in &ratios {
+            println!("{}", serde_json::to_string(ratio)?);
+        }
     } else {
         print_table(args, &results);
+        if args.rounds > 1 {
+            for ratio in &ratios {
+                println!(
+                    "{} Starling/Redis per round (both measured in the same round): median \
+                     {:.2}x, range {:.2}–{:.2}x over {} rounds",
+                    ratio.test, ratio.ratio_median, ratio.ratio_min, ratio.ratio_max, ratio.rounds
+                );
+            }
+        }
         if let Some(wal) = &wal {
             println!(
                 "starling WAL during the run (all shards{}): {} fdatasyncs, {:.1} SET batches each; \
@@ -603,6 +661,34 @@ starling_storage_writes_synced_total{shard=\"1\"} 700
         let summary = summarize_wal(&[wal.clone(), wal.clone()]).expect("one summary");
         assert_eq!(summary, wal);
         assert!(summarize_wal(&[]).is_none());
+    }
+
+    #[test]
+    fn ratios_pair_the_servers_of_each_round() {
+        let rounds = vec![
+            vec![
+                measurement("starling", "SET", 90.0, 1.0),
+                measurement("redis", "SET", 100.0, 1.0),
+                measurement("starling", "GET", 50.0, 1.0),
+            ],
+            vec![
+                measurement("starling", "SET", 120.0, 1.0),
+                measurement("redis", "SET", 100.0, 1.0),
+            ],
+            vec![
+                measurement("starling", "SET", 60.0, 1.0),
+                measurement("redis", "SET", 50.0, 1.0),
+            ],
+        ];
+        let ratios = paired_ratios(&rounds);
+        assert_eq!(ratios.len(), 1, "GET had no Redis figure to pair with");
+        let set = &ratios[0];
+        assert_eq!((set.test.as_str(), set.rounds), ("SET", 3));
+        assert_eq!(
+            (set.ratio_min, set.ratio_median, set.ratio_max),
+            (0.9, 1.2, 1.2)
+        );
+        assert!(paired_ratios(&[]).is_empty());
     }
 
     #[test]
