@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands as _;
 
-use crate::support::{Node, NodeOptions};
+use crate::support::{Node, NodeOptions, metric};
 
 /// Shards per node (gossip ports base..base+SHARDS).
 const SHARDS: u16 = 2;
@@ -285,16 +285,6 @@ fn get(node: &Node, key: &str) -> Option<Vec<u8>> {
 
 fn set(node: &Node, key: &str, value: impl redis::ToRedisArgs) {
     let () = node.connection().set(key, value).expect("SET");
-}
-
-/// A counter from a node's /metrics (summed over label sets that contain `labels`).
-fn metric(node: &Node, name: &str, labels: &str) -> u64 {
-    let (_, text) = starling::api::admin::get(node.admin_addr(), "/metrics").expect("metrics");
-    text.lines()
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter(|line| line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use redis::Commands as _;
 
-use crate::support::{Node, NodeOptions, data_dir};
+use crate::support::{Node, NodeOptions, data_dir, metric};
 
 #[test]
 fn mset_mget_del_and_scan_span_shards() {
@@ -67,31 +67,25 @@ fn mset_mget_del_and_scan_span_shards() {
             .expect("live keys metric");
         assert!(live > 100.0, "shard {shard} holds only {live} keys");
         // Every shard synced its WAL (default durability) for the writes it owns.
+        let shard_label = format!("shard=\"{shard}\"");
         assert!(
-            histogram_count(&metrics, "starling_storage_wal_sync_seconds", shard) > 0,
+            metric(
+                &node,
+                "starling_storage_wal_sync_seconds_count",
+                &shard_label
+            ) > 0,
             "no WAL sync timed on shard {shard}"
         );
     }
 
     // The client's shard forwarded the other shard's keys and timed the round trips.
-    let forwarded: u64 = ["0", "1"]
-        .iter()
-        .map(|shard| histogram_count(&metrics, "starling_forward_seconds", shard))
-        .sum();
-    assert!(forwarded > 0, "no forwarded request timed");
+    assert!(
+        metric(&node, "starling_forward_seconds_count", "") > 0,
+        "no forwarded request timed"
+    );
 
     let deleted: i64 = c.del(&keys[..250]).expect("DEL");
     assert_eq!(deleted, 250);
     let size: i64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
     assert_eq!(size, 251);
-}
-
-/// The `_count` of a per-shard histogram family in a /metrics page.
-fn histogram_count(metrics: &str, family: &str, shard: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&format!("{family}_count{{shard=\"{shard}\"}}")))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {family} count for shard {shard}"))
 }

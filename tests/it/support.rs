@@ -247,3 +247,13 @@ pub fn exchange(stream: &mut TcpStream, request: &[u8], reply_len: usize) -> Vec
     stream.read_exact(&mut reply).expect("read reply");
     reply
 }
+
+/// A counter from a node's /metrics (summed over label sets that contain `labels`).
+pub fn metric(node: &Node, name: &str, labels: &str) -> u64 {
+    let (_, text) = starling::api::admin::get(node.admin_addr(), "/metrics").expect("metrics");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter(|line| line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

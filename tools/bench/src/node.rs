@@ -186,14 +186,17 @@ fn paired_ratios(rounds: &[Vec<Measurement>]) -> Vec<RoundRatios> {
     }
     per_test
         .into_iter()
-        .map(|(test, ratios)| RoundRatios {
-            suite: "node",
-            target: "starling/redis",
-            test,
-            rounds: ratios.len(),
-            ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-            ratio_max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            ratio_median: median(ratios),
+        .map(|(test, ratios)| {
+            let (ratio_min, ratio_max) = range(&ratios);
+            RoundRatios {
+                suite: "node",
+                target: "starling/redis",
+                test,
+                rounds: ratios.len(),
+                ratio_min,
+                ratio_max,
+                ratio_median: median(ratios),
+            }
         })
         .collect()
 }
@@ -553,7 +556,7 @@ fn summarize(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
         .into_iter()
         .map(|group| {
             let figure = |pick: fn(&Measurement) -> f64| median(group.iter().map(pick).collect());
-            let rps: Vec<f64> = group.iter().map(|m| m.rps).collect();
+            let (rps_min, rps_max) = range(&group.iter().map(|m| m.rps).collect::<Vec<_>>());
             Measurement {
                 suite: "node",
                 target: group[0].target,
@@ -561,14 +564,23 @@ fn summarize(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
                 rps: figure(|m| m.rps),
                 p50_ms: figure(|m| m.p50_ms),
                 p99_ms: figure(|m| m.p99_ms),
-                spread: (count > 1).then(|| Spread {
+                spread: (count > 1).then_some(Spread {
                     rounds: group.len(),
-                    rps_min: rps.iter().copied().fold(f64::INFINITY, f64::min),
-                    rps_max: rps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    rps_min,
+                    rps_max,
                 }),
             }
         })
         .collect()
+}
+
+/// The lowest and highest value (∞ and −∞ for none).
+fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &v| {
+            (low.min(v), high.max(v))
+        })
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
