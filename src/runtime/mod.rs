@@ -1,7 +1,8 @@
 //! The glommio runtime: one pinned executor per core, cross-shard channels, sockets and files.
 //!
 //! [`serve`] is the entry point of `starling serve`: it runs the start-up [`checks`], pins the
-//! data dir's [`layout`], then starts one executor per shard. Each shard opens its engine in
+//! data dir's [`layout`], then starts one executor per shard, pinned to a CPU the process may use
+//! ([`placement`]). Each shard opens its engine in
 //! `data_dir/shard-<i>/`, joins the channel mesh, binds the client port (SO_REUSEPORT, so the
 //! kernel spreads connections over shards) and, on shard 0, the admin port. SIGINT/SIGTERM set
 //! a flag every shard watches: it stops accepting, lets running batches finish (their writes are
@@ -23,6 +24,7 @@ pub mod keyspace;
 pub mod layout;
 pub mod limit;
 pub mod ops;
+pub mod placement;
 pub mod router;
 pub mod session;
 pub mod shard;
@@ -36,9 +38,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use glommio::LocalExecutorPoolBuilder;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::api::admin::{self, Response};
 use crate::api::metrics::{NodeMetrics, render_prometheus};
@@ -149,11 +151,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         node,
         cluster,
     };
-    let placement = if shards <= cpus {
-        PoolPlacement::MaxSpread(shards, None)
-    } else {
-        PoolPlacement::Unbound(shards)
-    };
+    let placement = placement::placement(shards, cpus);
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("starling-shard")
         .io_memory(context.config.io_memory_bytes)

@@ -120,3 +120,42 @@ fn help_and_bad_config_are_clear() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_key"));
 }
+
+/// Shards are pinned inside the CPU set the node was started with (taskset here; a cgroup
+/// cpuset in a container), not over every online CPU of the machine.
+#[test]
+fn shards_are_pinned_to_cpus_the_node_may_use() {
+    let allowed = starling::runtime::placement::allowed_cpus().expect("an affinity mask");
+    // The highest allowed CPU: a placement that ignores the mask pins its first shard to the
+    // machine's first CPU. (On a one-CPU machine both are the same and this shows nothing.)
+    let cpu = *allowed.last().expect("at least one CPU");
+    let dir = data_dir();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &NodeOptions {
+            shards: 1,
+            launcher: vec!["taskset".into(), "-c".into(), cpu.to_string()],
+            ..NodeOptions::default()
+        },
+    );
+    let mut shard_masks = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", node.pid())).expect("task list");
+    for task in tasks {
+        let path = task.expect("task entry").path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.starts_with("starling-shard") {
+            let status = std::fs::read_to_string(path.join("status")).expect("task status");
+            let mask = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                .expect("Cpus_allowed_list");
+            shard_masks.push(mask.trim().to_string());
+        }
+    }
+    // The executor and its helper thread, both named after the shard.
+    assert!(
+        !shard_masks.is_empty() && shard_masks.iter().all(|mask| *mask == cpu.to_string()),
+        "shard threads allowed on {shard_masks:?}, the node on CPU {cpu} only"
+    );
+    assert!(node.stop().success());
+}

@@ -28,6 +28,8 @@ pub struct NodeOptions {
     pub password: Option<String>,
     pub extra_args: Vec<String>,
     pub client_port: Option<u16>,
+    /// A command the node is started through, e.g. `taskset -c 1` (empty: none).
+    pub launcher: Vec<String>,
 }
 
 impl Default for NodeOptions {
@@ -37,6 +39,7 @@ impl Default for NodeOptions {
             password: None,
             extra_args: Vec::new(),
             client_port: None,
+            launcher: Vec::new(),
         }
     }
 }
@@ -64,7 +67,14 @@ impl Node {
         let admin_port = free_port();
         let log = dir.with_extension(format!("{client_port}.log"));
         let log_file = std::fs::File::create(&log).expect("create the node log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_starling"));
+        let mut command = match options.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_starling"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_starling")),
+        };
         command
             .arg("serve")
             .arg("--data-dir")
@@ -112,6 +122,11 @@ impl Node {
 
     fn child_mut(&mut self) -> &mut Child {
         self.child.as_mut().expect("node is running")
+    }
+
+    /// The node's process id (the launcher execs it, so the same process).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
     }
 
     /// The node's log so far.
