@@ -6,6 +6,12 @@
 //! commit (a SET is answered after fdatasync); Redis runs with `appendonly yes` and
 //! `appendfsync everysec` (a SET is answered before any fsync), so the comparison favours Redis
 //! on durability. Needs `apt-get install -y redis-server redis-tools`.
+//!
+//! The SET and GET tests run as two redis-benchmark runs in that order (what `-t set,get`
+//! does), so that each server's CPU time per request can be read from `/proc` around each:
+//! on a small machine redis-benchmark competes with the server for the same cores, and a
+//! server spread over every core (Starling's shards) pays for that in throughput even when
+//! each request costs it less CPU.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -63,6 +69,11 @@ struct Measurement {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The server's CPU time (user + system, all its threads) per request during the test, in
+    /// µs: what a request costs the server, which the throughput alone hides when the server
+    /// and redis-benchmark share the cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpu_us: Option<f64>,
     /// With `--rounds` > 1: how many, and the lowest and highest rps (the figures above are
     /// medians).
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
@@ -396,7 +407,7 @@ fn measure_starling(
         stopped: false,
     };
     server.wait_ready(port)?;
-    let results = redis_benchmark(args, port, "starling")?;
+    let results = redis_benchmark(args, port, "starling", server.child.id())?;
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
     let wal = starling::api::admin::get(admin, "/metrics")
         .map_err(anyhow::Error::from)
@@ -443,54 +454,95 @@ fn measure_redis(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>> {
         stopped: false,
     };
     server.wait_ready(port)?;
-    let results = redis_benchmark(args, port, "redis");
+    let results = redis_benchmark(args, port, "redis", server.child.id());
     server.stop();
     results
 }
 
+/// Runs redis-benchmark's SET test, then its GET test (as `-t set,get` would, in that order),
+/// each as its own run so that the server's CPU time can be read around it.
 fn redis_benchmark(
     args: &Args,
     port: u16,
     target: &'static str,
+    pid: u32,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let output = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "set,get",
-            "--csv",
-        ])
-        .args([
-            "-P",
-            &args.pipeline.to_string(),
-            "-c",
-            &args.clients.to_string(),
-        ])
-        .args([
-            "-n",
-            &args.requests.to_string(),
-            "-r",
-            &args.keyspace.to_string(),
-            "-d",
-            &args.value_bytes.to_string(),
-        ])
-        .output()
-        .context("run redis-benchmark")?;
-    ensure!(
-        output.status.success(),
-        "redis-benchmark against {target} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let measurements = parse_csv(&String::from_utf8_lossy(&output.stdout), target)?;
-    ensure!(
-        measurements.len() == 2,
-        "redis-benchmark printed {} results for {target}, expected SET and GET",
-        measurements.len()
-    );
+    let mut measurements = Vec::new();
+    for test in ["set", "get"] {
+        let cpu_before = process_cpu_seconds(pid)?;
+        let output = Command::new("redis-benchmark")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                test,
+                "--csv",
+            ])
+            .args([
+                "-P",
+                &args.pipeline.to_string(),
+                "-c",
+                &args.clients.to_string(),
+            ])
+            .args([
+                "-n",
+                &args.requests.to_string(),
+                "-r",
+                &args.keyspace.to_string(),
+                "-d",
+                &args.value_bytes.to_string(),
+            ])
+            .output()
+            .context("run redis-benchmark")?;
+        let cpu = process_cpu_seconds(pid)? - cpu_before;
+        ensure!(
+            output.status.success(),
+            "redis-benchmark -t {test} against {target} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut parsed = parse_csv(&String::from_utf8_lossy(&output.stdout), target)?;
+        ensure!(
+            parsed.len() == 1,
+            "redis-benchmark -t {test} printed {} results for {target}, expected one",
+            parsed.len()
+        );
+        parsed[0].server_cpu_us = Some(cpu * 1e6 / args.requests.max(1) as f64);
+        measurements.append(&mut parsed);
+    }
     Ok(measurements)
+}
+
+/// CPU time (user + system, every thread) that process `pid` has used so far, in seconds.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    Ok(cpu_ticks(&stat)? as f64 / clock_ticks_per_second())
+}
+
+/// utime + stime, in clock ticks, from the text of `/proc/<pid>/stat`.
+fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    // Field 2, the command name, may hold spaces and ')': the rest follows the last ')'.
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `fields[0]` is field 3 (the state); utime and stime are fields 14 and 15.
+    let field = |number: usize| {
+        fields
+            .get(number - 3)
+            .and_then(|value| value.parse::<u64>().ok())
+            .with_context(|| format!("no field {number} in /proc/<pid>/stat"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
 /// Parses `redis-benchmark --csv` (Redis 7: a header row naming the columns).
@@ -532,6 +584,7 @@ fn parse_csv(text: &str, target: &'static str) -> anyhow::Result<Vec<Measurement
                 rps: number(rps)?,
                 p50_ms: number(p50)?,
                 p99_ms: number(p99)?,
+                server_cpu_us: None,
                 spread: None,
             })
         })
@@ -564,6 +617,11 @@ fn summarize(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
                 rps: figure(|m| m.rps),
                 p50_ms: figure(|m| m.p50_ms),
                 p99_ms: figure(|m| m.p99_ms),
+                server_cpu_us: group
+                    .iter()
+                    .map(|m| m.server_cpu_us)
+                    .collect::<Option<Vec<f64>>>()
+                    .map(median),
                 spread: (count > 1).then_some(Spread {
                     rounds: group.len(),
                     rps_min,
@@ -604,13 +662,14 @@ fn print_table(args: &Args, results: &[Measurement]) {
         );
     }
     println!(
-        "{:<6} {:<9} {:>12} {:>9} {:>9} {:>8}  {}",
+        "{:<6} {:<9} {:>12} {:>9} {:>9} {:>8} {:>11}  {}",
         "test",
         "target",
         "rps",
         "p50 ms",
         "p99 ms",
         "ratio",
+        "cpu µs/req",
         if args.rounds > 1 { "rps range" } else { "" }
     );
     for result in results {
@@ -626,11 +685,19 @@ fn print_table(args: &Args, results: &[Measurement]) {
         let range = result.spread.as_ref().map_or(String::new(), |spread| {
             format!("{:.0}–{:.0}", spread.rps_min, spread.rps_max)
         });
+        let cpu = result
+            .server_cpu_us
+            .map_or(String::new(), |us| format!("{us:.2}"));
         println!(
-            "{:<6} {:<9} {:>12.0} {:>9.3} {:>9.3} {:>8}  {range}",
+            "{:<6} {:<9} {:>12.0} {:>9.3} {:>9.3} {:>8} {cpu:>11}  {range}",
             result.test, result.target, result.rps, result.p50_ms, result.p99_ms, ratio
         );
     }
+    println!(
+        "cpu µs/req: the server's CPU time (all threads, user + system) per request; \
+         redis-benchmark shares this machine's {} CPUs with it",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
 }
 
 #[cfg(test)]
@@ -722,6 +789,17 @@ starling_storage_writes_synced_total{shard=\"1\"} 700
         );
     }
 
+    #[test]
+    fn cpu_ticks_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (my (odd) server) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 31 0 0 20 0 12 0 777 1000000 200 18446744073709551615";
+        assert_eq!(cpu_ticks(stat).expect("valid"), 281);
+        assert!(cpu_ticks("4242 (truncated) S 1 2").is_err());
+        assert!(cpu_ticks("no name").is_err());
+        let own = process_cpu_seconds(std::process::id()).expect("own stat");
+        assert!(own >= 0.0);
+    }
+
     fn measurement(target: &'static str, test: &str, rps: f64, p99_ms: f64) -> Measurement {
         Measurement {
             suite: "node",
@@ -730,6 +808,7 @@ starling_storage_writes_synced_total{shard=\"1\"} 700
             rps,
             p50_ms: 1.0,
             p99_ms,
+            server_cpu_us: Some(p99_ms / 2.0),
             spread: None,
         }
     }
@@ -753,6 +832,7 @@ starling_storage_writes_synced_total{shard=\"1\"} 700
             ("starling", 200.0, 8.0)
         );
         assert_eq!(summary[1].rps, 400.0);
+        assert_eq!(starling.server_cpu_us, Some(4.0));
         let json = serde_json::to_string(starling).expect("json");
         assert!(
             json.ends_with(r#""rounds":3,"rps_min":100.0,"rps_max":300.0}"#),
