@@ -5,13 +5,16 @@
 //! (Starling needs O_DIRECT, which tmpfs lacks). Starling runs all shards with durable group
 //! commit (a SET is answered after fdatasync); Redis runs with `appendonly yes` and
 //! `appendfsync everysec` (a SET is answered before any fsync), so the comparison favours Redis
-//! on durability. Needs `apt-get install -y redis-server redis-tools`.
+//! on durability. Needs `apt-get install -y redis-server redis-tools` (and `taskset`).
+//!
+//! CPUs: by default redis-benchmark runs on the last CPU this process may use and both servers
+//! on the others (`taskset`), as server benchmarks on one machine should: otherwise the load
+//! generator takes cores from the server it measures, and a server spread over every core
+//! (Starling's shards; Redis uses one) loses that contest whatever its requests cost. Starling's
+//! shards follow the CPUs it is given. `--client-cpus none` shares every CPU instead.
 //!
 //! The SET and GET tests run as two redis-benchmark runs in that order (what `-t set,get`
-//! does), so that each server's CPU time per request can be read from `/proc` around each:
-//! on a small machine redis-benchmark competes with the server for the same cores, and a
-//! server spread over every core (Starling's shards) pays for that in throughput even when
-//! each request costs it less CPU.
+//! does), so that each server's CPU time per request can be read from `/proc` around each.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use starling::runtime::placement::{allowed_cpus, parse_cpu_list};
 
 /// Options of the `node` suite.
 #[derive(clap::Args)]
@@ -58,6 +62,64 @@ pub struct Args {
     /// Directory for the servers' data [default: target/bench-node].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// CPUs for redis-benchmark (a list such as `3` or `2-3`); both servers get the other CPUs
+    /// this process may use, so the load generator does not take cores from the server it
+    /// measures (Starling's shards follow: one per server CPU). `auto`: the last allowed CPU
+    /// when there are at least two; `none`: servers and redis-benchmark share every CPU.
+    #[arg(long, default_value = "auto")]
+    pub client_cpus: String,
+}
+
+/// Which CPUs the load generator and the servers run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CpuSplit {
+    client: Vec<usize>,
+    servers: Vec<usize>,
+}
+
+/// The split `--client-cpus` asks for among the `allowed` CPUs (`None`: no pinning).
+fn cpu_split(spec: &str, allowed: &[usize]) -> anyhow::Result<Option<CpuSplit>> {
+    let client = match spec {
+        "none" => return Ok(None),
+        "auto" if allowed.len() < 2 => return Ok(None),
+        "auto" => vec![allowed[allowed.len() - 1]],
+        list => parse_cpu_list(list).with_context(|| {
+            format!("--client-cpus {list:?} is not a CPU list such as 3 or 2-3")
+        })?,
+    };
+    if let Some(cpu) = client.iter().find(|cpu| !allowed.contains(cpu)) {
+        bail!("--client-cpus: CPU {cpu} is not one this process may use ({allowed:?})");
+    }
+    let servers: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|cpu| !client.contains(cpu))
+        .collect();
+    ensure!(
+        !servers.is_empty(),
+        "--client-cpus leaves no CPU for the servers (allowed: {allowed:?})"
+    );
+    Ok(Some(CpuSplit { client, servers }))
+}
+
+/// `0,2,3`: a CPU list as `taskset -c` takes it.
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A command for `program`, started through `taskset -c` when `cpus` is given.
+fn pinned_command(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&[usize]>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpu_list(cpus)).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 /// One measured test.
@@ -74,6 +136,9 @@ struct Measurement {
     /// and redis-benchmark share the cores.
     #[serde(skip_serializing_if = "Option::is_none")]
     server_cpu_us: Option<f64>,
+    /// The CPUs the server was pinned to (`None`: it shared every CPU with redis-benchmark).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpus: Option<String>,
     /// With `--rounds` > 1: how many, and the lowest and highest rps (the figures above are
     /// medians).
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
@@ -238,14 +303,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("target/bench-node"));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
+    let allowed = allowed_cpus().context("read this process's CPU affinity from /proc")?;
+    let split = cpu_split(&args.client_cpus, &allowed)?;
+    if split.is_some() {
+        require_tool("taskset")?;
+    }
     let mut rounds = Vec::new();
     let mut wal_rounds = Vec::new();
     for _ in 0..args.rounds {
         let work = tempfile::tempdir_in(&work_dir).context("create a run directory")?;
-        let (mut round, wal) = measure_starling(args, work.path())?;
+        let (mut round, wal) = measure_starling(args, work.path(), split.as_ref())?;
         wal_rounds.extend(wal);
         if args.compare.is_some() {
-            round.extend(measure_redis(args, work.path())?);
+            round.extend(measure_redis(args, work.path(), split.as_ref())?);
         }
         rounds.push(round);
     }
@@ -263,6 +333,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(ratio)?);
         }
     } else {
+        match &split {
+            Some(split) => println!(
+                "CPUs: servers on {}, redis-benchmark on {} (--client-cpus none to share them)",
+                cpu_list(&split.servers),
+                cpu_list(&split.client)
+            ),
+            None => println!(
+                "CPUs: servers and redis-benchmark share CPUs {}",
+                cpu_list(&allowed)
+            ),
+        }
         print_table(args, &results);
         if args.rounds > 1 {
             for ratio in &ratios {
@@ -382,10 +463,11 @@ impl Drop for Server {
 fn measure_starling(
     args: &Args,
     work: &Path,
+    split: Option<&CpuSplit>,
 ) -> anyhow::Result<(Vec<Measurement>, Option<WalStats>)> {
     let (port, admin_port) = (free_port()?, free_port()?);
     let data = work.join("starling");
-    let mut command = Command::new(starling_bin(args)?);
+    let mut command = pinned_command(starling_bin(args)?, split.map(|s| &s.servers[..]));
     command
         .arg("serve")
         .arg("--data-dir")
@@ -407,7 +489,7 @@ fn measure_starling(
         stopped: false,
     };
     server.wait_ready(port)?;
-    let results = redis_benchmark(args, port, "starling", server.child.id())?;
+    let results = redis_benchmark(args, port, "starling", server.child.id(), split)?;
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
     let wal = starling::api::admin::get(admin, "/metrics")
         .map_err(anyhow::Error::from)
@@ -419,11 +501,15 @@ fn measure_starling(
     Ok((results, wal))
 }
 
-fn measure_redis(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>> {
+fn measure_redis(
+    args: &Args,
+    work: &Path,
+    split: Option<&CpuSplit>,
+) -> anyhow::Result<Vec<Measurement>> {
     let port = free_port()?;
     let data = work.join("redis");
     std::fs::create_dir_all(&data)?;
-    let child = Command::new("redis-server")
+    let child = pinned_command("redis-server", split.map(|s| &s.servers[..]))
         .args([
             "--port",
             &port.to_string(),
@@ -454,7 +540,7 @@ fn measure_redis(args: &Args, work: &Path) -> anyhow::Result<Vec<Measurement>> {
         stopped: false,
     };
     server.wait_ready(port)?;
-    let results = redis_benchmark(args, port, "redis", server.child.id());
+    let results = redis_benchmark(args, port, "redis", server.child.id(), split);
     server.stop();
     results
 }
@@ -466,11 +552,12 @@ fn redis_benchmark(
     port: u16,
     target: &'static str,
     pid: u32,
+    split: Option<&CpuSplit>,
 ) -> anyhow::Result<Vec<Measurement>> {
     let mut measurements = Vec::new();
     for test in ["set", "get"] {
         let cpu_before = process_cpu_seconds(pid)?;
-        let output = Command::new("redis-benchmark")
+        let output = pinned_command("redis-benchmark", split.map(|s| &s.client[..]))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -509,6 +596,7 @@ fn redis_benchmark(
             parsed.len()
         );
         parsed[0].server_cpu_us = Some(cpu * 1e6 / args.requests.max(1) as f64);
+        parsed[0].server_cpus = split.map(|split| cpu_list(&split.servers));
         measurements.append(&mut parsed);
     }
     Ok(measurements)
@@ -585,6 +673,7 @@ fn parse_csv(text: &str, target: &'static str) -> anyhow::Result<Vec<Measurement
                 p50_ms: number(p50)?,
                 p99_ms: number(p99)?,
                 server_cpu_us: None,
+                server_cpus: None,
                 spread: None,
             })
         })
@@ -622,6 +711,7 @@ fn summarize(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
                     .map(|m| m.server_cpu_us)
                     .collect::<Option<Vec<f64>>>()
                     .map(median),
+                server_cpus: group[0].server_cpus.clone(),
                 spread: (count > 1).then_some(Spread {
                     rounds: group.len(),
                     rps_min,
@@ -693,11 +783,7 @@ fn print_table(args: &Args, results: &[Measurement]) {
             result.test, result.target, result.rps, result.p50_ms, result.p99_ms, ratio
         );
     }
-    println!(
-        "cpu µs/req: the server's CPU time (all threads, user + system) per request; \
-         redis-benchmark shares this machine's {} CPUs with it",
-        std::thread::available_parallelism().map_or(0, usize::from)
-    );
+    println!("cpu µs/req: the server's CPU time per request (all its threads, user + system)");
 }
 
 #[cfg(test)]
@@ -800,6 +886,31 @@ starling_storage_writes_synced_total{shard=\"1\"} 700
         assert!(own >= 0.0);
     }
 
+    #[test]
+    fn the_load_generator_gets_its_own_cpus() {
+        let split = |spec: &str, allowed: &[usize]| cpu_split(spec, allowed);
+        assert_eq!(
+            split("auto", &[0, 1, 2, 3]).expect("valid"),
+            Some(CpuSplit {
+                client: vec![3],
+                servers: vec![0, 1, 2]
+            })
+        );
+        assert_eq!(split("auto", &[5]).expect("valid"), None);
+        assert_eq!(split("none", &[0, 1]).expect("valid"), None);
+        assert_eq!(
+            split("0-1", &[0, 1, 2]).expect("valid"),
+            Some(CpuSplit {
+                client: vec![0, 1],
+                servers: vec![2]
+            })
+        );
+        for bad in ["0-1", "7", "x"] {
+            assert!(split(bad, &[0, 1]).is_err(), "{bad}");
+        }
+        assert_eq!(cpu_list(&[0, 2, 3]), "0,2,3");
+    }
+
     fn measurement(target: &'static str, test: &str, rps: f64, p99_ms: f64) -> Measurement {
         Measurement {
             suite: "node",
@@ -809,6 +920,7 @@ starling_storage_writes_synced_total{shard=\"1\"} 700
             p50_ms: 1.0,
             p99_ms,
             server_cpu_us: Some(p99_ms / 2.0),
+            server_cpus: None,
             spread: None,
         }
     }
