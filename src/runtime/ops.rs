@@ -31,6 +31,20 @@ pub enum Op {
     Stats,
 }
 
+impl Op {
+    /// The one key this op reads or writes (`None` for scans and stats).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Op::Get(key)
+            | Op::Exists(key)
+            | Op::Put(key, _)
+            | Op::PutIf(key, _, _)
+            | Op::Del(key) => Some(key),
+            Op::Scan { .. } | Op::Stats => None,
+        }
+    }
+}
+
 /// The answer to one [`Op`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum OpResult {

@@ -302,6 +302,7 @@ impl Shard {
             return None;
         }
         let engine = self.engine()?;
+        engine.prefetch(ops.iter().filter_map(Op::key));
         ops.iter().map(|op| read(&engine, op)).collect()
     }
 
@@ -354,6 +355,7 @@ impl Shard {
         let Some(engine) = self.engine() else {
             return vec![OpResult::Error("ERR shard is shutting down".into()); ops.len()];
         };
+        engine.prefetch(ops.iter().filter_map(Op::key));
         let wall_ms = wall_clock_ms();
         let mut results = Vec::with_capacity(ops.len());
         let cluster = self.cluster();

@@ -545,6 +545,16 @@ impl Engine {
         self.inner.read(&state, key, found)
     }
 
+    /// Prefetches what reading or writing `keys` soon will touch in the active memtable, so
+    /// that a batch's cache misses overlap (see `Memtable::prefetch`). A hint: it changes no
+    /// result.
+    pub fn prefetch<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let state = self.inner.state.borrow();
+        for key in keys {
+            state.mem.prefetch(key);
+        }
+    }
+
     /// Live entries whose key starts with `prefix`, in key order, strictly after `after` when
     /// given, at most `limit` of them.
     pub fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>> {

@@ -18,6 +18,11 @@ mod error;
 mod flush;
 #[doc(hidden)]
 pub mod fuzzing;
+/// The memtable, for the criterion benchmarks in `benches/` only (not a supported API).
+#[doc(hidden)]
+pub mod benching {
+    pub use crate::memtable::Memtable;
+}
 mod manifest;
 mod memtable;
 mod merge;
