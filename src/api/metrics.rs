@@ -75,8 +75,7 @@ pub struct AtomicHistogram {
 impl AtomicHistogram {
     /// Records one latency.
     pub fn record(&self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = FINE_BUCKETS_US.partition_point(|&bound| bound < micros);
+        let (bucket, micros) = starling_storage::LatencyHistogram::bucket_of(latency);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(micros, Ordering::Relaxed);
     }

@@ -270,10 +270,16 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     /// Records one latency.
     pub fn record(&mut self, latency: std::time::Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        let (bucket, us) = Self::bucket_of(latency);
         self.buckets[bucket] += 1;
         self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// The bucket a latency falls in (the first whose bound is not below it) and the latency in
+    /// whole microseconds (saturating): what every histogram over [`LATENCY_BOUNDS_US`] records.
+    pub fn bucket_of(latency: std::time::Duration) -> (usize, u64) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        (LATENCY_BOUNDS_US.partition_point(|&bound| bound < us), us)
     }
 
     /// Latencies recorded.
