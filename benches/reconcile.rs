@@ -85,12 +85,20 @@ fn decoding(c: &mut Criterion) {
             bench.iter(|| decode::split_roots(black_box(&f)).expect("splits"));
         });
     }
-    for n in [15, 40] {
-        let mut modulus = poly::Modulus::new(&poly::from_roots(&elements(n, 7)));
-        let mut a: Vec<u64> = elements(n, 99);
-        group.bench_function(format!("modular_square_n{n}"), |bench| {
-            bench.iter(|| modulus.square(black_box(&mut a)));
-        });
+    // Both paths of the modular square side by side (the AVX2 one where the CPU has it).
+    let wide_available = poly::Modulus::wide_available();
+    for n in [4, 8, 15, 20, 40] {
+        let f = poly::from_roots(&elements(n, 7));
+        for (path, wide) in [("scalar", false), ("avx2", true)] {
+            if wide && !wide_available {
+                continue;
+            }
+            let mut modulus = poly::Modulus::with_path(&f, wide);
+            let mut a: Vec<u64> = elements(n, 99);
+            group.bench_function(format!("modular_square_n{n}/{path}"), |bench| {
+                bench.iter(|| modulus.square(black_box(&mut a)));
+            });
+        }
     }
     // A failing attempt (too few points) costs interpolation + Euclid only.
     let (only_a, only_b) = (elements(60, 10), elements(60, 1_000_000));

@@ -117,7 +117,7 @@ fn scalar(values: &mut [u64], points: &[u64], xs: &[u64]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     //! The x86-64 vector kernels. Each public function checks the CPU feature before it
     //! enters `unsafe`; the `#[target_feature]` bodies only use register intrinsics plus
     //! unaligned loads and stores inside the bounds of the slices or of `[u64; 4]` arrays
@@ -200,7 +200,7 @@ mod x86 {
 
     /// An unaligned load of four lanes.
     #[target_feature(enable = "avx2")]
-    fn load4(lanes: &[u64; 4]) -> __m256i {
+    pub(in crate::reconcile) fn load4(lanes: &[u64; 4]) -> __m256i {
         // SAFETY: `lanes` is 32 readable bytes; the load has no alignment requirement.
         #[allow(unsafe_code)]
         unsafe {
@@ -210,7 +210,7 @@ mod x86 {
 
     /// An unaligned store of four lanes.
     #[target_feature(enable = "avx2")]
-    fn store4(lanes: &mut [u64; 4], vector: __m256i) {
+    pub(in crate::reconcile) fn store4(lanes: &mut [u64; 4], vector: __m256i) {
         // SAFETY: `lanes` is 32 writable bytes; the store has no alignment requirement.
         #[allow(unsafe_code)]
         unsafe {
@@ -220,7 +220,7 @@ mod x86 {
 
     /// `(x mod 2^61) + (x >> 61)`: congruent to any lane x, and at most `P + 7`.
     #[target_feature(enable = "avx2")]
-    fn fold4(x: __m256i) -> __m256i {
+    pub(in crate::reconcile) fn fold4(x: __m256i) -> __m256i {
         let p = _mm256_set1_epi64x(P as i64);
         _mm256_add_epi64(_mm256_and_si256(x, p), _mm256_srli_epi64::<61>(x))
     }
@@ -653,7 +653,7 @@ mod x86 {
 
     /// Maps a lazily reduced lane (≤ P + 7) to `0..P`.
     #[target_feature(enable = "avx2")]
-    fn canonical4(a: __m256i) -> __m256i {
+    pub(in crate::reconcile) fn canonical4(a: __m256i) -> __m256i {
         let too_big = _mm256_cmpgt_epi64(a, _mm256_set1_epi64x(P as i64 - 1));
         _mm256_sub_epi64(a, _mm256_and_si256(too_big, _mm256_set1_epi64x(P as i64)))
     }

@@ -11,7 +11,8 @@
 //!   updated incrementally; coarser ranges are products of leaves; per-leaf element sets
 //!   that find the elements ending in a fingerprint without a scan;
 //! - [`poly`] and [`decode`]: incremental rational interpolation, verification, roots sorted
-//!   by the smooth part of p − 1;
+//!   by the smooth part of p − 1; `polykernel`: the AVX2 squaring modulo a polynomial that
+//!   root finding spends its time in;
 //! - [`wire`]: the messages, each at most [`MESSAGE_BYTES_MAX`] bytes, validated on decode;
 //! - [`session`]: [`Initiator`] and [`Responder`], the interactive protocol.
 //!
@@ -43,6 +44,7 @@ pub mod element;
 pub mod field;
 pub mod kernel;
 pub mod poly;
+mod polykernel;
 pub mod session;
 pub mod sketch;
 pub mod wire;
