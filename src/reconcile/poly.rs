@@ -287,6 +287,10 @@ impl Modulus {
     pub fn mul(&mut self, a: &mut [u64], b: &[u64]) {
         let n = self.degree();
         debug_assert!(a.len() == n && b.len() == n);
+        if let Some(wide) = &mut self.wide {
+            wide.mul(a, b);
+            return;
+        }
         let acc = &mut self.scratch[..2 * n - 1];
         acc.fill(0);
         for (row, &ai) in a.iter().enumerate() {
@@ -303,13 +307,6 @@ impl Modulus {
     /// Reduces the product in `scratch` (degree ≤ 2n − 2) modulo f into `out`.
     fn reduce_into(&mut self, out: &mut [u64]) {
         let n = self.degree();
-        if let Some(wide) = &mut self.wide {
-            for (i, &value) in self.scratch[..2 * n - 1].iter().enumerate() {
-                wide.set_coefficient(i, field::reduce128(value));
-            }
-            wide.fold_into(out);
-            return;
-        }
         let (low, high) = self.scratch[..2 * n - 1].split_at_mut(n);
         for (slot, &value) in self.high.iter_mut().zip(high.iter()) {
             *slot = field::reduce128(value);

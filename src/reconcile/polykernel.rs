@@ -35,8 +35,6 @@ const FRONT_PAD: usize = 4;
 /// (`split`) and laid out block by block, plus reusable buffers.
 pub(super) struct WideModulus {
     n: usize,
-    /// Output blocks: ⌈n/4⌉.
-    blocks: usize,
     /// Block b's rows k = 0..n − 1: lanes 4b..4b + 4 of `z^(n+k) mod f` (zero past n), split;
     /// contiguous per block.
     table: Vec<[u64; 4]>,
@@ -44,10 +42,12 @@ pub(super) struct WideModulus {
     base: Vec<[u64; 4]>,
     /// The reduced high half (coefficients n..2n − 1), split.
     tops: Vec<u64>,
-    /// A squared operand, split, after `FRONT_PAD` zeros and followed by zeros.
+    /// The operands of a square or product, split, each after `FRONT_PAD` zeros and followed
+    /// by zeros.
     operand: Vec<u64>,
-    /// The square's coefficients 0..2n − 1, canonical, in blocks.
-    square: Vec<[u64; 4]>,
+    other: Vec<u64>,
+    /// A square's or product's coefficients 0..2n − 1, canonical, in blocks.
+    product: Vec<[u64; 4]>,
     /// The fold's output blocks.
     out: Vec<[u64; 4]>,
 }
@@ -77,30 +77,58 @@ impl WideModulus {
         }
         WideModulus {
             n,
-            blocks,
             table: laid_out,
             base: vec![[0; 4]; blocks],
             tops: vec![0; rows],
             operand: vec![0; FRONT_PAD + 4 * blocks + 4],
-            square: vec![[0; 4]; (2 * n - 1).div_ceil(4)],
+            other: vec![0; FRONT_PAD + 4 * blocks + 4],
+            product: vec![[0; 4]; (2 * n - 1).div_ceil(4)],
             out: vec![[0; 4]; blocks],
         }
     }
 
-    /// Sets coefficient `i` of the product to fold (canonical): the low half (i < n) or the
-    /// high half (n ≤ i < 2n − 1).
-    pub(super) fn set_coefficient(&mut self, i: usize, value: u64) {
-        debug_assert!(value < P && i < 2 * self.n - 1);
-        if i < self.n {
-            self.base[i / 4][i % 4] = value;
-        } else {
-            self.tops[i - self.n] = split(value);
+    /// `a² mod f` in place (n canonical coefficients).
+    pub(super) fn square(&mut self, a: &mut [u64]) {
+        debug_assert_eq!(a.len(), self.n);
+        split_into(&mut self.operand, a);
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(Self::is_available());
+            // SAFETY: AVX2 is present (asserted above).
+            #[allow(unsafe_code)]
+            unsafe {
+                x86::square(&self.operand, a, &mut self.product);
+            }
         }
+        self.fold_product(a);
     }
 
-    /// Folds the product set by [`Self::set_coefficient`] modulo f into `out` (n coefficients).
-    pub(super) fn fold_into(&mut self, out: &mut [u64]) {
-        debug_assert_eq!(out.len(), self.n);
+    /// `a · b mod f` into `a` (n canonical coefficients each).
+    pub(super) fn mul(&mut self, a: &mut [u64], b: &[u64]) {
+        debug_assert!(a.len() == self.n && b.len() == self.n);
+        split_into(&mut self.operand, a);
+        split_into(&mut self.other, b);
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(Self::is_available());
+            // SAFETY: AVX2 is present (asserted above).
+            #[allow(unsafe_code)]
+            unsafe {
+                x86::product(&self.operand, &self.other, self.n, &mut self.product);
+            }
+        }
+        self.fold_product(a);
+    }
+
+    /// Folds `self.product` (its low half `base`, its high half `tops`) modulo f into `out`.
+    fn fold_product(&mut self, out: &mut [u64]) {
+        let n = self.n;
+        let product = self.product.as_flattened();
+        // Lanes of `base` past n stay zero: nothing else writes them.
+        self.base.as_flattened_mut()[..n].copy_from_slice(&product[..n]);
+        for (top, &c) in self.tops.iter_mut().zip(&product[n..2 * n - 1]) {
+            *top = split(c);
+        }
         #[cfg(target_arch = "x86_64")]
         {
             assert!(Self::is_available());
@@ -110,40 +138,14 @@ impl WideModulus {
                 x86::fold(&self.base, &self.tops, &self.table, &mut self.out);
             }
         }
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = self.out[i / 4][i % 4];
-        }
+        out.copy_from_slice(&self.out.as_flattened()[..n]);
     }
+}
 
-    /// `a² mod f` in place (n canonical coefficients).
-    pub(super) fn square(&mut self, a: &mut [u64]) {
-        let n = self.n;
-        debug_assert_eq!(a.len(), n);
-        for (slot, &c) in self.operand[FRONT_PAD..].iter_mut().zip(a.iter()) {
-            *slot = split(c);
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert!(Self::is_available());
-            // SAFETY: AVX2 is present (asserted above).
-            #[allow(unsafe_code)]
-            unsafe {
-                x86::square(&self.operand, a, &mut self.square);
-            }
-        }
-        for block in 0..self.blocks {
-            let mut lanes = self.square[block];
-            for (lane, value) in lanes.iter_mut().enumerate() {
-                if 4 * block + lane >= n {
-                    *value = 0;
-                }
-            }
-            self.base[block] = lanes;
-        }
-        for (k, top) in self.tops.iter_mut().enumerate() {
-            *top = split(self.square[(n + k) / 4][(n + k) % 4]);
-        }
-        self.fold_into(a);
+/// Writes `values`, split, after the `FRONT_PAD` zeros of an operand buffer.
+fn split_into(operand: &mut [u64], values: &[u64]) {
+    for (slot, &c) in operand[FRONT_PAD..].iter_mut().zip(values) {
+        *slot = split(c);
     }
 }
 
@@ -334,6 +336,27 @@ mod x86 {
             }
             sums.fold();
             store4(slot, sums.doubled_total());
+        }
+    }
+
+    /// The coefficients of `a · b` (both of degree < n, `split` in `a` and `b` after
+    /// `FRONT_PAD` zeros) into `out`, canonical. Block b: rows i multiply the broadcast a_i by
+    /// lanes b_{k−i}, for every i with a partner inside 0..n.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn product(a: &[u64], b: &[u64], n: usize, out: &mut [[u64; 4]]) {
+        for (block, slot) in out.iter_mut().enumerate() {
+            let k0 = 4 * block;
+            let (first, end) = ((k0 + 1).saturating_sub(n), (k0 + 4).min(n));
+            let mut sums = Sums::new(_mm256_setzero_si256());
+            for start in (first..end).step_by(ROWS_PER_FOLD) {
+                for i in start..(start + ROWS_PER_FOLD).min(end) {
+                    let row = _mm256_set1_epi64x(a[FRONT_PAD + i] as i64);
+                    let t = lanes(b, FRONT_PAD + k0 - i);
+                    sums.add_product(row, high_halves(row), t, high_halves(t));
+                }
+                sums.fold();
+            }
+            store4(slot, sums.total());
         }
     }
 }
