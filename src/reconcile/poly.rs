@@ -237,7 +237,8 @@ impl Modulus {
                 power[j] = field::add(below, field::mul(top, negated[j]));
             }
         }
-        let wide = wide.then(|| WideModulus::new(&table, n));
+        // `power` is now z^(2n−1) mod f, which a square times z needs on the AVX2 path.
+        let wide = wide.then(|| WideModulus::new(&table, &power, n));
         Modulus {
             negated,
             table,
@@ -262,7 +263,7 @@ impl Modulus {
         let n = self.degree();
         debug_assert_eq!(a.len(), n);
         if let Some(wide) = &mut self.wide {
-            wide.square(a);
+            wide.square(a, false);
             return;
         }
         let acc = &mut self.scratch[..2 * n - 1];
@@ -351,12 +352,22 @@ impl Modulus {
         }
         let mut result = self.power_of_z((e >> (bits - prefix_bits)) as usize);
         for bit in (0..bits - prefix_bits).rev() {
-            self.square(&mut result);
-            if e >> bit & 1 == 1 {
-                self.mul_linear(&mut result, 0);
-            }
+            self.square_times_z(&mut result, e >> bit & 1 == 1);
         }
         result
+    }
+
+    /// `a² mod f`, times z if `times_z`, where `a` has exactly n coefficients.
+    pub fn square_times_z(&mut self, a: &mut [u64], times_z: bool) {
+        match &mut self.wide {
+            Some(wide) => wide.square(a, times_z),
+            None => {
+                self.square(a);
+                if times_z {
+                    self.mul_linear(a, 0);
+                }
+            }
+        }
     }
 
     /// `z^v mod f` for 1 ≤ v ≤ max(2n − 2, 1), with n coefficients.
@@ -556,6 +567,9 @@ mod tests {
             }
             wide.mul(&mut x, &b[..n]);
             scalar.mul(&mut y, &b[..n]);
+            prop_assert_eq!(&x, &y);
+            wide.square_times_z(&mut x, true);
+            scalar.square_times_z(&mut y, true);
             prop_assert_eq!(&x, &y);
             prop_assert_eq!(wide.pow_z(e), scalar.pow_z(e));
         }
