@@ -30,7 +30,7 @@ use super::decode::{self, HOLD_BACK};
 use super::element::{self, POSITION_BITS};
 use super::field;
 use super::sketch::{
-    LEAF_BITS, LEAF_POINTS, LOOKUP_BITS, PartitionSketch, Snapshot, sample_points,
+    LEAF_BITS, LEAF_POINTS, LOOKUP_BITS, PartitionSketch, Snapshot, leaf_of, sample_points,
 };
 use super::wire::{self, LEVEL_MAX, Message, NodeId, RequestItem, ResolveItem, SketchItem};
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,27 +112,78 @@ fn elements_in(node: NodeId, live: &PartitionSketch) -> impl Iterator<Item = u64
         .filter(move |&x| node.level as u32 <= LEAF_BITS || node_contains(node, x))
 }
 
-/// Our elements in `node` whose low `width` bits are among `fingerprints`.
+/// Leading bits of a fingerprint of `width` bits in `node` that name the element's leaf within
+/// the node (log2 of its leaves; the rest are the element's low bits), or 0 when the width has
+/// no room for them beside the spare bits. Same width, same false-match rate (a fingerprint is
+/// compared with one leaf's elements only), but the initiator looks each one up in one leaf
+/// instead of in every leaf of the range.
+fn leaf_bits(node: NodeId, width: u32) -> u32 {
+    let bits = leaves_of(node).len().trailing_zeros();
+    if width >= bits + FINGERPRINT_SPARE_BITS {
+        bits
+    } else {
+        0
+    }
+}
+
+/// The fingerprint of `x` (an element in `node`) at `width` bits: see [`leaf_bits`].
+fn fingerprint(node: NodeId, width: u32, x: u64) -> u64 {
+    let prefix = leaf_bits(node, width);
+    let low_width = width - prefix;
+    let low = x & (u64::MAX >> (64 - low_width));
+    if prefix == 0 {
+        return low;
+    }
+    let offset = (leaf_of(x) - leaves_of(node).start) as u64;
+    offset << low_width | low
+}
+
+/// Our elements in `node` whose fingerprints are among `item.fingerprints`.
 fn resolve(item: &ResolveItem, live: &PartitionSketch) -> Vec<u64> {
-    let width = item.width as u32;
-    if width >= LOOKUP_BITS {
-        // Wide fingerprints: look each one up in the leaves of the range.
+    let (node, width) = (item.node, item.width as u32);
+    let prefix = leaf_bits(node, width);
+    let low_width = width - prefix;
+    let leaves = leaves_of(node);
+    // The leaves a fingerprint can be in: the one it names, or the whole range. A peer's
+    // fingerprint naming a leaf outside the range names none.
+    let leaves_named = |fingerprint: u64| {
+        if prefix == 0 {
+            return leaves.clone();
+        }
+        let leaf = leaves
+            .start
+            .saturating_add((fingerprint >> low_width) as usize);
+        if leaf < leaves.end {
+            leaf..leaf + 1
+        } else {
+            0..0
+        }
+    };
+    if low_width >= LOOKUP_BITS {
+        // Wide fingerprints: look each one up in its leaves.
+        let low_mask = u64::MAX >> (64 - low_width);
         return item
             .fingerprints
             .iter()
             .flat_map(|&fingerprint| {
-                leaves_of(item.node)
-                    .flat_map(move |leaf| live.leaf_elements(leaf).matching(fingerprint, width))
+                leaves_named(fingerprint).flat_map(move |leaf| {
+                    live.leaf_elements(leaf)
+                        .matching(fingerprint & low_mask, low_width)
+                })
             })
-            .filter(|&x| node_contains(item.node, x))
+            .filter(|&x| node_contains(node, x))
             .collect();
     }
-    // Narrow fingerprints come only for small ranges: scan.
+    // Narrow fingerprints come only for small ranges: scan the leaves they name.
     let mut wanted = item.fingerprints.clone();
     wanted.sort_unstable();
-    let mask = u64::MAX >> (64 - width);
-    elements_in(item.node, live)
-        .filter(|&x| wanted.binary_search(&(x & mask)).is_ok())
+    wanted.dedup();
+    let scanned: BTreeSet<usize> = wanted.iter().flat_map(|&f| leaves_named(f)).collect();
+    scanned
+        .into_iter()
+        .flat_map(|leaf| live.leaf_elements(leaf).iter())
+        .filter(|&x| node_contains(node, x))
+        .filter(|&x| wanted.binary_search(&fingerprint(node, width, x)).is_ok())
         .collect()
 }
 
@@ -792,11 +843,10 @@ impl Responder {
         if !difference.only_in_numerator.is_empty() {
             let roots = difference.only_in_numerator.len();
             let width = fingerprint_width(node.count.unwrap_or(u64::MAX), roots);
-            let mask = u64::MAX >> (64 - width as u32);
             let fingerprints = difference
                 .only_in_numerator
                 .iter()
-                .map(|&x| x & mask)
+                .map(|&x| fingerprint(id, width as u32, x))
                 .collect();
             self.fingerprints.push(ResolveItem {
                 node: id,
@@ -1473,5 +1523,59 @@ mod tests {
         assert_ne!(responder.nodes[&NodeId::ROOT].status, Status::Unresolved);
         responder.handle(&message(changed), &sketch_b);
         assert_eq!(responder.nodes[&NodeId::ROOT].status, Status::Unresolved);
+    }
+
+    /// Leaf-naming fingerprints find exactly the wanted elements (plus rare false matches) by
+    /// lookup and by scan, in ranges of one leaf and of many, and a fingerprint naming a leaf
+    /// outside its range finds nothing.
+    #[test]
+    fn fingerprints_name_their_leaf() {
+        let (elements, _) = sets(20_000, 0, 0, 5);
+        let sketch = sketch_of(&elements);
+        let nodes = [
+            NodeId::ROOT,
+            NodeId { level: 3, index: 5 },
+            NodeId {
+                level: LEAF_BITS as u8,
+                index: 77,
+            },
+            NodeId {
+                level: LEAF_BITS as u8 + 2,
+                index: 77 << 2 | 1,
+            },
+        ];
+        for node in nodes {
+            let inside: Vec<u64> = elements_in(node, &sketch).collect();
+            assert!(inside.len() >= 8, "{node:?} holds {}", inside.len());
+            let wanted: Vec<u64> = inside.iter().copied().step_by(inside.len() / 7).collect();
+            for width in [10, 16, 24, 40, 64] {
+                let item = ResolveItem {
+                    node,
+                    width,
+                    fingerprints: wanted
+                        .iter()
+                        .map(|&x| fingerprint(node, width as u32, x))
+                        .collect(),
+                };
+                let found: HashSet<u64> = resolve(&item, &sketch).into_iter().collect();
+                assert!(
+                    wanted.iter().all(|x| found.contains(x)),
+                    "{node:?} width {width}"
+                );
+                assert!(found.iter().all(|&x| node_contains(node, x)));
+                if width >= 40 {
+                    assert_eq!(found.len(), wanted.len(), "{node:?} width {width}");
+                }
+            }
+            if leaf_bits(node, 24) > 0 {
+                // A forged fingerprint wider than its width names a leaf past the range.
+                let item = ResolveItem {
+                    node,
+                    width: 24,
+                    fingerprints: vec![u64::MAX],
+                };
+                assert!(resolve(&item, &sketch).is_empty());
+            }
+        }
     }
 }

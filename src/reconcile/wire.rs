@@ -126,8 +126,9 @@ pub struct SketchItem {
     pub values: Vec<u64>,
 }
 
-/// The low `width` bits of elements the receiver holds in `node` and the sender lacks,
-/// bit-packed on the wire.
+/// Fingerprints of elements the receiver holds in `node` and the sender lacks, bit-packed on
+/// the wire: `width` bits each, the element's leaf within `node` in the leading bits (when the
+/// node spans several leaves and the width has room) and the element's low bits below.
 #[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolveItem {
@@ -135,7 +136,7 @@ pub struct ResolveItem {
     pub node: NodeId,
     /// Bits per fingerprint, 1..=64.
     pub width: u8,
-    /// `element mod 2^width` for each element.
+    /// One fingerprint per element, below 2^width.
     pub fingerprints: Vec<u64>,
 }
 
