@@ -231,19 +231,21 @@ impl Modulus {
         for _ in 0..n - 1 {
             table.extend_from_slice(&power);
             // z^(n+k+1) = z · z^(n+k): shift up and fold the top through z^n.
-            let top = power[n - 1];
+            let top = power[n - 1] as u128;
             for j in (0..n).rev() {
                 let below = if j == 0 { 0 } else { power[j - 1] };
-                power[j] = field::add(below, field::mul(top, negated[j]));
+                power[j] = field::reduce128(below as u128 + top * negated[j] as u128);
             }
         }
         // `power` is now z^(2n−1) mod f, which a square times z needs on the AVX2 path.
         let wide = wide.then(|| WideModulus::new(&table, &power, n));
+        // The scalar path's buffers (the AVX2 path has its own).
+        let scalar_len = if wide.is_some() { 0 } else { n };
         Modulus {
             negated,
             table,
-            high: vec![0; n - 1],
-            scratch: vec![0; 2 * n - 1],
+            high: vec![0; scalar_len.saturating_sub(1)],
+            scratch: vec![0; (2 * scalar_len).saturating_sub(1)],
             wide,
         }
     }
