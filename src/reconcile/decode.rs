@@ -572,10 +572,7 @@ fn quadratic_roots(f: &[u64], roots: &mut Vec<u64>) -> Result<(), DecodeError> {
     debug_assert!(f.len() == 3 && f[2] == 1, "monic quadratic expected");
     let (c, b) = (f[0], f[1]);
     let discriminant = field::sub(field::mul(b, b), field::mul(4, c));
-    let mut root = discriminant;
-    for _ in 0..59 {
-        root = field::mul(root, root);
-    }
+    let root = field::pow2k(discriminant, 59);
     if field::mul(root, root) != discriminant || root == 0 {
         // Not two distinct roots in F_p; cannot happen after the z^p ≡ z check.
         return Err(DecodeError::RootFinding);

@@ -67,12 +67,30 @@ pub fn pow(base: u64, mut exponent: u64) -> u64 {
     result
 }
 
-/// `x^(2^k)`: k squarings.
+/// `a · b` folded twice but not made canonical, for chains of dependent products (inversion,
+/// square roots) that canonicalise once at the end: skipping the final comparison shortens
+/// each step's latency. Operands and result are at most P + 2: the product is below
+/// 2^122 + 2^64, its first fold below 2^62 + 4, its second at most P + 2.
+#[inline(always)]
+fn mul_lazy(a: u64, b: u64) -> u64 {
+    debug_assert!(a <= P + 2 && b <= P + 2);
+    let x = a as u128 * b as u128;
+    let folded = (x as u64 & P) as u128 + (x >> 61);
+    (folded as u64 & P) + (folded >> 61) as u64
+}
+
+/// `x^(2^k)` of a lazily reduced x (≤ P + 2), lazily reduced: k squarings.
 fn square_times(mut x: u64, k: u32) -> u64 {
     for _ in 0..k {
-        x = mul(x, x);
+        x = mul_lazy(x, x);
     }
     x
+}
+
+/// `x^(2^k)`, canonical: k squarings (a square root is `x^(2^59)`, as p ≡ 3 mod 4).
+pub fn pow2k(x: u64, k: u32) -> u64 {
+    debug_assert!(x < P);
+    reduce64(square_times(x, k))
 }
 
 /// `a^−1 mod P` by Fermat, `a^(P−2)` with `P − 2 = 2^61 − 3 = (2^59 − 1)·4 + 1`, through an
@@ -80,17 +98,17 @@ fn square_times(mut x: u64, k: u32) -> u64 {
 /// plain square-and-multiply). `a` must be non-zero.
 pub fn inv(a: u64) -> u64 {
     assert!(a != 0 && a < P, "inverse of {a} does not exist in F_p");
-    // ones(k) = a^(2^k − 1); ones(j + k) = ones(j)^(2^k) · ones(k).
-    let ones2 = mul(square_times(a, 1), a);
-    let ones3 = mul(square_times(ones2, 1), a);
-    let ones6 = mul(square_times(ones3, 3), ones3);
-    let ones8 = mul(square_times(ones6, 2), ones2);
-    let ones12 = mul(square_times(ones6, 6), ones6);
-    let ones24 = mul(square_times(ones12, 12), ones12);
-    let ones48 = mul(square_times(ones24, 24), ones24);
-    let ones56 = mul(square_times(ones48, 8), ones8);
-    let ones59 = mul(square_times(ones56, 3), ones3);
-    mul(square_times(ones59, 2), a)
+    // ones(k) = a^(2^k − 1); ones(j + k) = ones(j)^(2^k) · ones(k). Lazily reduced throughout.
+    let ones2 = mul_lazy(square_times(a, 1), a);
+    let ones3 = mul_lazy(square_times(ones2, 1), a);
+    let ones6 = mul_lazy(square_times(ones3, 3), ones3);
+    let ones8 = mul_lazy(square_times(ones6, 2), ones2);
+    let ones12 = mul_lazy(square_times(ones6, 6), ones6);
+    let ones24 = mul_lazy(square_times(ones12, 12), ones12);
+    let ones48 = mul_lazy(square_times(ones24, 24), ones24);
+    let ones56 = mul_lazy(square_times(ones48, 8), ones8);
+    let ones59 = mul_lazy(square_times(ones56, 3), ones3);
+    reduce64(mul_lazy(square_times(ones59, 2), a))
 }
 
 /// Inverts every value in place with Montgomery's trick: one inversion and 3(n − 1)
@@ -154,6 +172,12 @@ mod tests {
             prop_assert_eq!(add(a, b) as u128, (a as u128 + b as u128) % P as u128);
             prop_assert_eq!(sub(a, b) as u128, (a as u128 + P as u128 - b as u128) % P as u128);
             prop_assert_eq!(add(neg(a), a), 0);
+        }
+
+        #[test]
+        fn repeated_squares_match_u128(x in edge_or_any(), k in 0u32..70) {
+            let expected = (0..k).fold(x, |acc, _| reference_mul(acc, acc));
+            prop_assert_eq!(pow2k(x, k), expected);
         }
 
         #[test]
