@@ -107,6 +107,34 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// `values[i] ← values[i] · factors[i]` for every i (both canonical; the result too): the
+    /// products of leaf sketches over a range. AVX-512 CPUs run the AVX2 loop (it is not
+    /// the hot path that `multiply_linear_factors` is). Panics if the kernel is not available.
+    pub fn multiply_pointwise(self, values: &mut [u64], factors: &[u64]) {
+        assert_eq!(values.len(), factors.len(), "one factor per value");
+        debug_assert!(values.iter().chain(factors).all(|&x| x < P));
+        assert!(
+            self.is_available(),
+            "kernel {} is not available on this CPU",
+            self.name()
+        );
+        match self {
+            Kernel::Scalar => scalar_pointwise(values, factors),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512 => x86::avx2_pointwise(values, factors),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => scalar_pointwise(values, factors),
+        }
+    }
+}
+
+fn scalar_pointwise(values: &mut [u64], factors: &[u64]) {
+    for (value, &factor) in values.iter_mut().zip(factors) {
+        *value = field::mul(*value, factor);
+    }
+}
+
 /// The reference kernel. The inner loop runs over independent points so products pipeline.
 fn scalar(values: &mut [u64], points: &[u64], xs: &[u64]) {
     for &x in xs {
@@ -126,6 +154,31 @@ pub(super) mod x86 {
 
     use super::{P, scalar};
     use std::arch::x86_64::*;
+
+    /// [`super::Kernel::multiply_pointwise`] with AVX2: four products per vector.
+    pub(super) fn avx2_pointwise(values: &mut [u64], factors: &[u64]) {
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        // SAFETY: AVX2 is present (asserted above).
+        #[allow(unsafe_code)]
+        unsafe {
+            pointwise_body(values, factors);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn pointwise_body(values: &mut [u64], factors: &[u64]) {
+        let mut value_blocks = values.chunks_exact_mut(4);
+        let mut factor_blocks = factors.chunks_exact(4);
+        for (block, factor) in (&mut value_blocks).zip(&mut factor_blocks) {
+            let block: &mut [u64; 4] = block.try_into().expect("blocks of four");
+            let factor: &[u64; 4] = factor.try_into().expect("blocks of four");
+            store4(
+                block,
+                canonical4(mulmod4_split32(load4(block), load4(factor))),
+            );
+        }
+        super::scalar_pointwise(value_blocks.into_remainder(), factor_blocks.remainder());
+    }
 
     /// Points per block kept in registers across the batch (4 vectors).
     const VECTORS_PER_BLOCK: usize = 4;
@@ -825,6 +878,22 @@ mod tests {
         #[test]
         fn scalar_matches_u128(input in case()) {
             check(Kernel::Scalar, input);
+        }
+
+        #[test]
+        fn pointwise_products_match_u128(values in proptest::collection::vec(edge_or_any(), 0..70),
+                                         seed in any::<u64>()) {
+            let factors: Vec<u64> = values.iter().map(|&v| (v ^ seed) % P).collect();
+            let expected: Vec<u64> = values
+                .iter()
+                .zip(&factors)
+                .map(|(&v, &f)| (v as u128 * f as u128 % P as u128) as u64)
+                .collect();
+            for kernel in Kernel::available() {
+                let mut got = values.clone();
+                kernel.multiply_pointwise(&mut got, &factors);
+                prop_assert_eq!(&got, &expected, "kernel {}", kernel.name());
+            }
         }
 
         #[test]

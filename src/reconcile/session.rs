@@ -199,7 +199,7 @@ fn local_values(
     assert!(node.is_valid() && first >= 1 && first - 1 + len <= LEAF_POINTS);
     let mut values = vec![1; len];
     if node.level as u32 <= LEAF_BITS {
-        let count = snapshot.range_values(leaves_of(node), first, &mut values);
+        let count = snapshot.range_values(live.kernel(), leaves_of(node), first, &mut values);
         (count, values)
     } else {
         let elements: Vec<u64> = elements_in(node, live).collect();
@@ -248,7 +248,7 @@ impl Initiator {
     ) -> (Initiator, Vec<Message>) {
         let snapshot = local.snapshot();
         let mut values = vec![1; OPEN_POINTS];
-        let count = snapshot.range_values(0..1 << LEAF_BITS, 1, &mut values);
+        let count = snapshot.range_values(local.kernel(), 0..1 << LEAF_BITS, 1, &mut values);
         let open = Message::Open {
             session,
             partition,

@@ -306,9 +306,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// `χ` of the leaves `leaves` (a range) at the points `first..first + out.len()`
     /// (1-based), multiplied into `out`; returns the number of elements in those leaves.
-    /// One batched inversion of the range's denominator products.
+    /// One batched inversion of the range's denominator products; the products over leaves
+    /// run on `kernel` (which must be available).
     pub fn range_values(
         &self,
+        kernel: Kernel,
         leaves: std::ops::Range<usize>,
         first: usize,
         out: &mut [u64],
@@ -318,20 +320,13 @@ impl Snapshot {
         let mut denominator = vec![1; out.len()];
         for leaf in leaves.clone() {
             let offset = leaf * LEAF_POINTS + first - 1;
-            let rows = self.numerators[offset..][..out.len()]
-                .iter()
-                .zip(&self.denominators[offset..][..out.len()]);
-            for ((n, d), (&leaf_n, &leaf_d)) in numerator.iter_mut().zip(&mut denominator).zip(rows)
-            {
-                *n = field::mul(*n, leaf_n);
-                *d = field::mul(*d, leaf_d);
-            }
+            kernel.multiply_pointwise(&mut numerator, &self.numerators[offset..][..out.len()]);
+            kernel.multiply_pointwise(&mut denominator, &self.denominators[offset..][..out.len()]);
         }
         // Non-zero: every factor is z − x with z a sample point and x an element, never equal.
         field::batch_invert(&mut denominator);
-        for ((slot, &n), &inverse) in out.iter_mut().zip(&numerator).zip(&denominator) {
-            *slot = field::mul(*slot, field::mul(n, inverse));
-        }
+        kernel.multiply_pointwise(&mut numerator, &denominator);
+        kernel.multiply_pointwise(out, &numerator);
         self.counts[leaves].iter().sum()
     }
 
@@ -375,7 +370,7 @@ mod tests {
             let snapshot = sketch.snapshot();
             for point in [1usize, 2, LEAF_POINTS / 2 + 1, LEAF_POINTS] {
                 let mut value = [1];
-                let count = snapshot.range_values(0..LEAF_COUNT, point, &mut value);
+                let count = snapshot.range_values(Kernel::best(), 0..LEAF_COUNT, point, &mut value);
                 prop_assert_eq!(count, present.len() as u64);
                 prop_assert_eq!(value[0], chi(&present, point as u64));
             }
@@ -429,7 +424,7 @@ mod tests {
         let mut value = [1];
         sketch
             .snapshot()
-            .range_values(leaf_of(x)..leaf_of(x) + 1, 3, &mut value);
+            .range_values(Kernel::best(), leaf_of(x)..leaf_of(x) + 1, 3, &mut value);
         assert_eq!(value[0], field::sub(3, x));
         assert_eq!(sketch.remove_batch(&[x]), 1);
         assert!(sketch.is_empty());
