@@ -395,6 +395,7 @@ fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), 
         let mut y = y.clone();
         poly::trim(&mut y);
         let mut next_parts = Vec::with_capacity(parts.len() * 2);
+        let mut cofactors = Vec::new();
         for (part, class) in parts {
             if part.len() <= 3 {
                 roots_of(&part, &mut rng, roots)?; // degree ≤ 2: directly, no exponentiation
@@ -405,9 +406,16 @@ fn split_by_classes(f: &[u64], ys: &[Poly], roots: &mut Vec<u64>) -> Result<(), 
                 modulus_so_far,
                 q,
             };
-            classes.split(part, &y, &mut next_parts, &mut scratch);
+            classes.split(part, &y, &mut next_parts, &mut cofactors, &mut scratch);
         }
         make_monic(&mut next_parts);
+        // Cofactors by division now that their divisors are monic: no inversion each (and
+        // a monic part over a monic factor is monic).
+        for Cofactor { slot, factor, part } in cofactors {
+            let (cofactor, remainder) = poly::div_rem(&part, &next_parts[factor].0);
+            debug_assert!(remainder.is_empty());
+            next_parts[slot].0 = cofactor;
+        }
         parts = next_parts;
         modulus_so_far *= q as usize;
     }
@@ -454,6 +462,14 @@ fn root_of_unity(e: usize) -> u64 {
     powers[e % SMOOTH_ORDER]
 }
 
+/// A part's factor found as the cofactor of another: `part / out[factor]` goes to `out[slot]`
+/// once the stage's factors are monic.
+struct Cofactor {
+    slot: usize,
+    factor: usize,
+    part: Poly,
+}
+
 /// One stage's split of one part: its roots r all have a(r) ≡ `class` (mod
 /// `modulus_so_far` = Q_(j−1)), and y_j = γ^(a·K/Q_j) tells a(r) mod Q_j = Q_(j−1)·q.
 struct Classes {
@@ -474,6 +490,7 @@ impl Classes {
         part: Poly,
         y: &[u64],
         out: &mut Vec<(Poly, usize)>,
+        cofactors: &mut Vec<Cofactor>,
         scratch: &mut (Poly, Poly),
     ) {
         let stage_modulus = self.modulus_so_far * self.q as usize; // Q_j
@@ -484,11 +501,15 @@ impl Classes {
         for i in 0..self.q as usize {
             let candidate = self.class + self.modulus_so_far * i;
             if i + 1 == self.q as usize && out.len() == first_out + 1 {
-                // The last class holds the cofactor of the one factor found: a division (one
-                // inversion) is cheaper than a gcd with the whole part.
-                let (cofactor, remainder) = poly::div_rem(&part, &out[first_out].0);
-                debug_assert!(remainder.is_empty());
-                out.push((cofactor, candidate));
+                // The last class holds the cofactor of the one factor found: a division is
+                // cheaper than a gcd with the whole part. It waits until the stage has made
+                // the factor monic; a monic placeholder holds its place meanwhile.
+                cofactors.push(Cofactor {
+                    slot: out.len(),
+                    factor: first_out,
+                    part,
+                });
+                out.push((vec![1], candidate));
                 return;
             }
             let zeta = root_of_unity(candidate * (SMOOTH_ORDER / stage_modulus));
