@@ -222,9 +222,16 @@ impl Interpolator {
         self.points += 1;
         let z = self.points as u64;
         let minus_ratio = field::neg(ratio) as u128;
-        let errors: [u64; 2] = std::array::from_fn(|j| {
-            let (numerator, denominator) =
-                eval_pair_at_point(&self.numerators[j], &self.denominators[j], z);
+        let [n0, d0, n1, d1] = eval_at_point(
+            [
+                &self.numerators[0],
+                &self.denominators[0],
+                &self.numerators[1],
+                &self.denominators[1],
+            ],
+            z,
+        );
+        let errors = [(n0, d0), (n1, d1)].map(|(numerator, denominator)| {
             field::reduce128(numerator as u128 + minus_ratio * denominator as u128)
         });
         let pivot = match errors {
@@ -260,30 +267,22 @@ impl Interpolator {
     }
 }
 
-/// `(a(z), b(z))` at a sample point z ≤ [`MAX_POINTS`], each congruent mod p and below 2^62
-/// (not canonical). With acc < 2^62 and z < 2^8, acc·z + c < 2^71, and one fold brings it back
-/// below 2^61 + 2^10; the two Horner chains run interleaved, so their latencies overlap.
-fn eval_pair_at_point(a: &[u64], b: &[u64], z: u64) -> (u64, u64) {
+/// The four polynomials at a sample point z ≤ [`MAX_POINTS`], each congruent mod p and below
+/// 2^62 (not canonical). With acc < 2^62 and z < 2^8, acc·z + c < 2^71, and one fold brings it
+/// back below 2^61 + 2^10. The four Horner chains run interleaved, so their latencies overlap;
+/// a shorter polynomial's missing top coefficients are zeros.
+fn eval_at_point(polys: [&[u64]; 4], z: u64) -> [u64; 4] {
     debug_assert!(z <= MAX_POINTS as u64);
-    let step = |acc: u64, c: u64| {
-        let x = acc as u128 * z as u128 + c as u128;
-        (x as u64 & P) + (x >> 61) as u64
-    };
-    let (long, short) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-    let mut long_acc = long[short.len()..]
-        .iter()
-        .rev()
-        .fold(0, |acc, &c| step(acc, c));
-    let mut short_acc = 0;
-    for (&c_long, &c_short) in long[..short.len()].iter().rev().zip(short.iter().rev()) {
-        long_acc = step(long_acc, c_long);
-        short_acc = step(short_acc, c_short);
+    let len = polys.iter().map(|poly| poly.len()).max().unwrap_or(0);
+    let mut acc = [0u64; 4];
+    for k in (0..len).rev() {
+        for (acc, poly) in acc.iter_mut().zip(&polys) {
+            let c = poly.get(k).copied().unwrap_or(0);
+            let x = *acc as u128 * z as u128 + c as u128;
+            *acc = (x as u64 & P) + (x >> 61) as u64;
+        }
     }
-    if a.len() >= b.len() {
-        (long_acc, short_acc)
-    } else {
-        (short_acc, long_acc)
-    }
+    acc
 }
 
 /// `target ← keep·target + minus_take·source`, trimmed.
