@@ -31,13 +31,13 @@
 //! Anchors (RECONCILE.md §9): minisketch (PinSketch over GF(2^64)) sends 8 B per difference
 //! but decodes d = 1,000 in ≈ 219 ms in one piece; negentropy sends ≈ 1.38 KB per difference.
 //!
-//! Measured (`starling-bench reconcile`, 10^6 elements, AMD EPYC Zen 1, 2 cores, AVX2, no
-//! AVX-512, median of 9–21 sessions, thread CPU of both sides): bytes d = 10: 259, 100: 1,972,
-//! 1,000: 12,874, 10,000: 116,602 (11.7 B per difference); CPU d = 1,000: 5.4–5.6 ms,
-//! d = 10,000: 53–54 ms with mimalloc (v2), the node's allocator (were 11.7 and 197 with recursive
-//! Cantor–Zassenhaus and Euclid redone per attempt), about half of it the modular products of
-//! root finding. Kernel (`starling-bench field`, m = 128, batch 64): scalar ≈ 650 ns, AVX2
-//! ≈ 58 ns per element (finite differences; 117–131 ns before).
+//! Measured (`starling-bench reconcile`, 10^6 elements, thread CPU of both sides, AMD EPYC
+//! Zen 3, 2 cores, AVX2, no AVX-512): bytes d = 10: 259, 100: 1,972, 1,000: 12,874, 10,000:
+//! 116,602 (11.7 B per difference); CPU d = 1,000: 2.6–2.9 ms, d = 10,000: 29–31 ms when the
+//! host runs at full speed, up to ~1.9× that in its slow windows (see ARCHITECTURE.md). Root
+//! finding (the AVX2 squaring modulo a polynomial, then splitting) is about half of it at
+//! d = 1,000 and three quarters at d = 10,000. Kernel (`starling-bench field`, m = 128, batch
+//! 64): scalar ≈ 500 ns, AVX2 ≈ 27 ns per element (finite differences).
 
 pub mod decode;
 pub mod element;

@@ -8,7 +8,10 @@
 //! operands split at bit 31, accumulated unreduced in three sums (low·low, the middle terms,
 //! high·high) that are folded every [`ROWS_PER_FOLD`] rows and recombined with 2^61 ≡ 1 at the
 //! end. Operand halves are split once per squaring (the table once per modulus), not per
-//! product.
+//! product. A square times z (an exponent bit set) shifts the square one place up into the fold
+//! (one more table row) instead of a scalar pass. Measured against the scalar path in one
+//! process (AMD EPYC Zen 3): 0.84× at n = 6, 0.66× at 8, ≈ 0.5× at 20, ≈ 0.45× at 40; the
+//! kernel is bound by instruction issue (~13 per four products), not by its multiplies.
 //!
 //! **Invariant:** every result equals the scalar path's (canonical values); the tests in
 //! `poly` compare both on random moduli, edge values included.
