@@ -64,8 +64,9 @@ pub const MAC_BYTES: usize = 16;
 pub const BODY_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - HEADER_BYTES - MAC_BYTES;
 /// First bytes of every datagram.
 pub const MAGIC: [u8; 2] = *b"SG";
-/// Wire protocol version; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// Wire protocol version; bumped on any incompatible change (4: reconciliation fingerprints
+/// name their leaf, so a version-3 peer would look them up wrongly).
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Keys a keyring holds at most (rotation needs two, three leaves slack).
 pub const KEYS_MAX: usize = 8;
 /// Header flag: the body is XChaCha20-Poly1305 ciphertext and the trailer its tag.

@@ -557,7 +557,9 @@ mod tests {
                                         prop_oneof![Just(0u64), Just(1u64), Just(P - 1), 0..P], 45),
                                     b in proptest::collection::vec(0..P, 45),
                                     e in 1u64..=u64::MAX) {
-            prop_assume!(WideModulus::is_available());
+            if !WideModulus::is_available() {
+                return Ok(()); // nothing to compare on this CPU
+            }
             let mut f = f_low.clone();
             f.push(1);
             let n = f_low.len();

@@ -147,7 +147,7 @@ impl WideModulus {
         let n = self.n;
         let product = self.product.as_flattened();
         // Lanes of `base` past n stay zero: nothing else writes them.
-        let (base, high) = if times_z {
+        let (tops, high) = if times_z {
             self.base[0][0] = 0;
             self.base.as_flattened_mut()[1..n].copy_from_slice(&product[..n - 1]);
             (&mut self.tops[..n], &product[n - 1..2 * n - 1])
@@ -155,7 +155,7 @@ impl WideModulus {
             self.base.as_flattened_mut()[..n].copy_from_slice(&product[..n]);
             (&mut self.tops[..n - 1], &product[n..2 * n - 1])
         };
-        for (top, &c) in base.iter_mut().zip(high) {
+        for (top, &c) in tops.iter_mut().zip(high) {
             *top = split(c);
         }
         let rows = high.len();

@@ -128,6 +128,7 @@ fn leaf_bits(node: NodeId, width: u32) -> u32 {
 
 /// The fingerprint of `x` (an element in `node`) at `width` bits: see [`leaf_bits`].
 fn fingerprint(node: NodeId, width: u32, x: u64) -> u64 {
+    debug_assert!(node_contains(node, x));
     let prefix = leaf_bits(node, width);
     let low_width = width - prefix;
     let low = x & (u64::MAX >> (64 - low_width));
