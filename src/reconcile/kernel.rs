@@ -105,9 +105,7 @@ impl Kernel {
             _ => scalar(values, points, xs),
         }
     }
-}
 
-impl Kernel {
     /// `values[i] ← values[i] · factors[i]` for every i (both canonical; the result too): the
     /// products of leaf sketches over a range. AVX-512 CPUs run the AVX2 loop (it is not
     /// the hot path that `multiply_linear_factors` is). Panics if the kernel is not available.

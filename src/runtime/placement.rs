@@ -38,7 +38,12 @@ const CPUS_MAX: usize = 1 << 13;
 /// The CPUs the calling thread may run on (its affinity mask), or `None` if `/proc` does not
 /// say.
 pub fn allowed_cpus() -> Option<Vec<usize>> {
-    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    allowed_cpus_in(&std::fs::read_to_string("/proc/thread-self/status").ok()?)
+}
+
+/// The CPUs a `/proc/<pid>/task/<tid>/status` text allows (its `Cpus_allowed_list`), or `None`
+/// if it has no such line.
+pub fn allowed_cpus_in(status: &str) -> Option<Vec<usize>> {
     let list = status
         .lines()
         .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;

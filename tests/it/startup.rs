@@ -145,16 +145,14 @@ fn shards_are_pinned_to_cpus_the_node_may_use() {
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         if comm.starts_with("starling-shard") {
             let status = std::fs::read_to_string(path.join("status")).expect("task status");
-            let mask = status
-                .lines()
-                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-                .expect("Cpus_allowed_list");
-            shard_masks.push(mask.trim().to_string());
+            let mask =
+                starling::runtime::placement::allowed_cpus_in(&status).expect("Cpus_allowed_list");
+            shard_masks.push(mask);
         }
     }
     // The executor and its helper thread, both named after the shard.
     assert!(
-        !shard_masks.is_empty() && shard_masks.iter().all(|mask| *mask == cpu.to_string()),
+        !shard_masks.is_empty() && shard_masks.iter().all(|mask| *mask == [cpu]),
         "shard threads allowed on {shard_masks:?}, the node on CPU {cpu} only"
     );
     assert!(node.stop().success());
